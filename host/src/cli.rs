@@ -1,0 +1,143 @@
+//! The command line (SPEC §6).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pulp",
+    version,
+    about = "Runs WebAssembly cells with only the capabilities their manifests declare",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate manifests and check every import against the capabilities, without running.
+    Check(RunArgs),
+    /// Extension commands.
+    Ext {
+        #[command(subcommand)]
+        command: ExtCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExtCommand {
+    /// Print every capability, built-in and loaded, with its provider and imports.
+    List(ExtArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct LogArgs {
+    /// Log level: trace, debug, info, warn, error (RUST_LOG, when set, wins).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ExtArgs {
+    /// Directory of extension libraries and extensions.toml.
+    #[arg(long)]
+    pub ext_dir: Option<PathBuf>,
+    /// The extensions file [default: <ext-dir>/extensions.toml].
+    #[arg(long)]
+    pub ext_config: Option<PathBuf>,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// A cell manifest; repeat for several cells.
+    #[arg(long = "manifest", value_name = "PATH")]
+    pub manifests: Vec<PathBuf>,
+    #[command(flatten)]
+    pub ext: ExtArgs,
+    /// The shared HTTP listener's port; 0 picks a free one.
+    #[arg(long, env = "HTTP_PORT", default_value_t = 8080)]
+    pub http_port: u16,
+    /// PEM certificate; with --http-key, the listener speaks HTTPS.
+    #[arg(long, requires = "http_key")]
+    pub http_cert: Option<PathBuf>,
+    /// PEM private key for --http-cert.
+    #[arg(long, requires = "http_cert")]
+    pub http_key: Option<PathBuf>,
+    /// Per-cell storage root.
+    #[arg(long, default_value = "./data")]
+    pub storage_root: PathBuf,
+}
+
+/// Long flags also accepted with one dash (`-manifest app.toml`), as the Go Pulp
+/// took them.
+const LONG_FLAGS: &[&str] = &[
+    "manifest",
+    "ext-dir",
+    "ext-config",
+    "http-port",
+    "http-cert",
+    "http-key",
+    "storage-root",
+    "log-level",
+    "log-format",
+    "help",
+    "version",
+];
+
+/// Rewrites `-flag` and `-flag=value` to their `--` form for the known long flags.
+pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    args.into_iter()
+        .map(|arg| {
+            let Some(text) = arg.to_str() else { return arg };
+            let Some(rest) = text.strip_prefix('-') else { return arg };
+            if rest.starts_with('-') {
+                return arg;
+            }
+            let flag = rest.split('=').next().unwrap_or(rest);
+            if LONG_FLAGS.contains(&flag) {
+                OsString::from(format!("-{text}"))
+            } else {
+                arg
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(normalize_args(args.iter().map(OsString::from))).unwrap()
+    }
+
+    #[test]
+    fn single_dash_long_flags() {
+        let cli = parse(&["pulp", "-manifest", "a.toml", "-http-port=9090", "--manifest", "b.toml"]);
+        assert_eq!(cli.run.manifests, [PathBuf::from("a.toml"), PathBuf::from("b.toml")]);
+        assert_eq!(cli.run.http_port, 9090);
+    }
+
+    #[test]
+    fn subcommands_take_the_same_flags() {
+        let cli = parse(&["pulp", "check", "-manifest", "a.toml", "-ext-dir", "exts"]);
+        let Some(Command::Check(args)) = cli.command else { panic!("not check") };
+        assert_eq!(args.ext.ext_dir, Some(PathBuf::from("exts")));
+    }
+}

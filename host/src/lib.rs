@@ -1,0 +1,10 @@
+//! The Pulp host: runs WebAssembly cells and gives each only the capabilities its
+//! manifest declares. The `pulp` binary is a thin command line over this library.
+
+pub mod builtin;
+pub mod cli;
+pub mod extensions;
+pub mod manifest;
+pub mod msgpack;
+pub mod registry;
+pub mod runtime;

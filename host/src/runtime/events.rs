@@ -1,0 +1,142 @@
+//! Capability events: each capability that some cell declares gets a pump thread
+//! that sleeps until the capability wakes the host, then drains its `poll` into the
+//! target cells' queues.
+
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use crate::msgpack;
+use crate::registry::Entry;
+
+/// One step's worth of work for a cell.
+pub enum CellMsg {
+    Event(Delivery),
+    Shutdown,
+}
+
+pub struct Delivery {
+    pub kind: String,
+    pub payload: Vec<u8>,
+    /// The capability to `finalize` after the step, with the event's id.
+    pub source: Option<(Arc<Entry>, u64)>,
+}
+
+/// A cell an event may go to.
+#[derive(Clone)]
+pub struct Route {
+    pub cell: Arc<str>,
+    pub max_message_bytes: u64,
+    pub queue: SyncSender<CellMsg>,
+}
+
+#[derive(Default)]
+struct Flags {
+    pending: bool,
+    stop: bool,
+}
+
+pub struct Pump {
+    flags: Arc<(Mutex<Flags>, Condvar)>,
+    thread: JoinHandle<()>,
+}
+
+impl Pump {
+    /// `routes` lists the cells that declare the capability, in manifest order; the
+    /// first is where events without a cell go.
+    pub fn start(entry: Arc<Entry>, routes: Vec<Route>) -> Pump {
+        // Pending from the start: whatever setup queued is polled once.
+        let flags = Arc::new((
+            Mutex::new(Flags {
+                pending: true,
+                stop: false,
+            }),
+            Condvar::new(),
+        ));
+        let waker_flags = Arc::clone(&flags);
+        entry.link.set_waker(Box::new(move || {
+            let (lock, signal) = &*waker_flags;
+            lock.lock().unwrap().pending = true;
+            signal.notify_one();
+        }));
+        let thread_flags = Arc::clone(&flags);
+        let thread = std::thread::Builder::new()
+            .name(format!("pump-{}", entry.name()))
+            .spawn(move || pump(&entry, &routes, &thread_flags))
+            .expect("spawn an event pump");
+        Pump { flags, thread }
+    }
+
+    pub fn stop(self) {
+        let (lock, signal) = &*self.flags;
+        lock.lock().unwrap().stop = true;
+        signal.notify_one();
+        let _ = self.thread.join();
+    }
+}
+
+fn pump(entry: &Arc<Entry>, routes: &[Route], flags: &(Mutex<Flags>, Condvar)) {
+    let (lock, signal) = flags;
+    loop {
+        {
+            let guard = lock.lock().unwrap();
+            let mut guard = signal.wait_while(guard, |f| !f.pending && !f.stop).unwrap();
+            if guard.stop {
+                return;
+            }
+            guard.pending = false;
+        }
+        loop {
+            match entry.handle.poll() {
+                Ok(Some(event)) => deliver(entry, routes, event),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(capability = entry.name(), origin = %entry.origin, "poll failed: {e}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn deliver(entry: &Arc<Entry>, routes: &[Route], event: pulp_ext_api::StepEvent) {
+    let capability = entry.name();
+    let route = if event.cell.is_empty() {
+        routes.first()
+    } else {
+        routes.iter().find(|r| *r.cell == *event.cell)
+    };
+    let Some(route) = route else {
+        tracing::error!(
+            capability,
+            origin = %entry.origin,
+            "event {} (kind {}) is for cell {:?}, which does not declare {capability}; dropped",
+            event.id,
+            event.kind,
+            event.cell
+        );
+        return;
+    };
+    if let Err(e) = msgpack::check_one_value(&event.payload) {
+        tracing::error!(capability, origin = %entry.origin, cell = &*route.cell,
+            "event {} (kind {}) has a bad payload: {e}; dropped", event.id, event.kind);
+        return;
+    }
+    if event.payload.len() as u64 > route.max_message_bytes {
+        tracing::error!(capability, origin = %entry.origin, cell = &*route.cell,
+            "event {} (kind {}) is {} bytes, over max_message_bytes = {}; dropped",
+            event.id, event.kind, event.payload.len(), route.max_message_bytes);
+        return;
+    }
+    let id = event.id;
+    let delivery = Delivery {
+        kind: event.kind,
+        payload: event.payload,
+        source: Some((Arc::clone(entry), id)),
+    };
+    // Blocks while the cell's queue is full: the capability keeps its events until
+    // the cell catches up, instead of the host buffering without bound.
+    if route.queue.send(CellMsg::Event(delivery)).is_err() {
+        tracing::warn!(capability, cell = &*route.cell, "cell has stopped; event {id} dropped");
+    }
+}

@@ -1,0 +1,528 @@
+//! One live cell instance: linking, the ABI calls, the step envelope.
+
+use std::mem::MaybeUninit;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use pulp_ext_api::{Code, GuestMemory, ValType};
+use wasmtime::{
+    Caller, ExternType, FuncType, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder,
+    Trap, TypedFunc, ValRaw, WasmBacktrace,
+};
+use wasmtime_wasi::I32Exit;
+use wasmtime_wasi::p1::WasiP1Ctx;
+
+use super::Runtime;
+use super::output::CellOutput;
+use crate::msgpack;
+use crate::registry::{CellCapabilities, Entry, MAX_IMPORT_PARAMS, signature};
+
+const ENVELOPE_HEADER: usize = 20;
+
+/// Everything needed to (re)start one cell.
+pub struct CellSpec {
+    pub name: Arc<str>,
+    pub id: u64,
+    pub module: Module,
+    pub config: Vec<u8>,
+    pub max_memory_pages: u32,
+    pub call_timeout_ms: u64,
+    pub max_message_bytes: u64,
+    pub capabilities: CellCapabilities,
+}
+
+/// Why a call into the cell did not return normally.
+#[derive(Debug)]
+pub enum Failure {
+    Trap(String),
+    Timeout(u64),
+    /// WASI `proc_exit`: 0 is an orderly exit.
+    Exit(i32),
+    /// `pulp_init` returned non-zero.
+    InitFailed(i32),
+    Setup(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Trap(t) => write!(f, "trapped: {t}"),
+            Failure::Timeout(ms) => write!(f, "call exceeded call_timeout_ms = {ms} and was interrupted"),
+            Failure::Exit(code) => write!(f, "exited with code {code}"),
+            Failure::InitFailed(code) => write!(f, "pulp_init returned {code}"),
+            Failure::Setup(e) => f.write_str(e),
+        }
+    }
+}
+
+pub struct CellState {
+    wasi: WasiP1Ctx,
+    limits: StoreLimits,
+    memory: Option<Memory>,
+    alloc: Option<TypedFunc<i32, i32>>,
+    name: Arc<str>,
+    id: u64,
+    max_message_bytes: u64,
+}
+
+/// The calling cell, as a host import sees it.
+struct CallerGuest<'a, 'b> {
+    caller: &'a mut Caller<'b, CellState>,
+}
+
+impl GuestMemory for CallerGuest<'_, '_> {
+    fn cell_name(&self) -> &str {
+        &self.caller.data().name
+    }
+
+    fn cell_id(&self) -> u64 {
+        self.caller.data().id
+    }
+
+    fn max_message_bytes(&self) -> u64 {
+        self.caller.data().max_message_bytes
+    }
+
+    fn read(&self, ptr: u32, len: u32) -> Result<&[u8], Code> {
+        let memory = self.caller.data().memory.ok_or(Code::OUT_OF_BOUNDS)?;
+        let data = memory.data(&*self.caller);
+        let start = ptr as usize;
+        let end = start.checked_add(len as usize).ok_or(Code::OUT_OF_BOUNDS)?;
+        data.get(start..end).ok_or(Code::OUT_OF_BOUNDS)
+    }
+
+    fn write(&mut self, ptr: u32, bytes: &[u8]) -> Result<(), Code> {
+        let memory = self.caller.data().memory.ok_or(Code::WRITE)?;
+        memory
+            .write(&mut *self.caller, ptr as usize, bytes)
+            .map_err(|_| Code::OUT_OF_BOUNDS)
+    }
+
+    fn alloc(&mut self, size: u32) -> Result<u32, Code> {
+        let alloc = self.caller.data().alloc.clone().ok_or(Code::ALLOC)?;
+        let size = i32::try_from(size).map_err(|_| Code::TOO_LARGE)?;
+        match alloc.call(&mut *self.caller, size) {
+            Ok(0) | Err(_) => Err(Code::ALLOC),
+            Ok(ptr) => Ok(ptr as u32),
+        }
+    }
+}
+
+fn wasm_type(t: ValType) -> wasmtime::ValType {
+    match t {
+        ValType::I32 => wasmtime::ValType::I32,
+        ValType::I64 => wasmtime::ValType::I64,
+        ValType::F32 => wasmtime::ValType::F32,
+        ValType::F64 => wasmtime::ValType::F64,
+    }
+}
+
+fn same_signature(ty: &FuncType, params: &[ValType]) -> bool {
+    let results: Vec<_> = ty.results().collect();
+    ty.params().len() == params.len()
+        && ty
+            .params()
+            .zip(params)
+            .all(|(a, b)| wasmtime::ValType::eq(&a, &wasm_type(*b)))
+        && results.len() == 1
+        && results[0].is_i32()
+}
+
+fn describe_type(ty: &FuncType) -> String {
+    let params: Vec<String> = ty.params().map(|p| p.to_string()).collect();
+    let results: Vec<String> = ty.results().map(|p| p.to_string()).collect();
+    format!("({}) -> ({})", params.join(", "), results.join(", "))
+}
+
+enum Binding<'a> {
+    Real(&'a Arc<Entry>, usize),
+    Stub(&'a Arc<Entry>, usize),
+    NotDeclared(&'a Arc<Entry>, usize),
+}
+
+fn find_binding<'a>(caps: &'a CellCapabilities, name: &str) -> Option<Binding<'a>> {
+    for entry in &caps.declared {
+        if let Some(i) = entry.handle.imports().iter().position(|i| i.name() == name) {
+            return Some(Binding::Real(entry, i));
+        }
+    }
+    for entry in &caps.undeclared {
+        if let Some(i) = entry.handle.stub_imports().iter().position(|i| i.name() == name) {
+            return Some(Binding::Stub(entry, i));
+        }
+        if let Some(i) = entry.handle.imports().iter().position(|i| i.name() == name) {
+            return Some(Binding::NotDeclared(entry, i));
+        }
+    }
+    None
+}
+
+/// Checks every import of `module` against what the cell's capabilities provide,
+/// without instantiating it; the error names the import and what to do.
+pub fn link_check(cell: &str, module: &Module, caps: &CellCapabilities) -> Result<(), String> {
+    for import in module.imports() {
+        check_import(cell, &import, caps)?;
+    }
+    use wasmtime::ValType::I32;
+    let required: [(&str, &[wasmtime::ValType], &[wasmtime::ValType]); 3] = [
+        ("pulp_alloc", &[I32], &[I32]),
+        ("pulp_init", &[I32, I32], &[I32]),
+        ("pulp_step", &[I32, I32], &[I32]),
+    ];
+    for (name, params, results) in required {
+        let found = match module.get_export(name) {
+            Some(ExternType::Func(ty)) => {
+                ty.params().len() == params.len()
+                    && ty.results().len() == results.len()
+                    && ty.params().chain(ty.results()).all(|t| t.is_i32())
+            }
+            _ => false,
+        };
+        if !found {
+            return Err(format!(
+                "cell {cell}: the module does not export {name}{}; see the cell ABI",
+                if params.len() == 1 { "(i32) -> i32" } else { "(i32, i32) -> i32" }
+            ));
+        }
+    }
+    if !matches!(module.get_export("memory"), Some(ExternType::Memory(_))) {
+        return Err(format!("cell {cell}: the module does not export its linear memory as `memory`"));
+    }
+    Ok(())
+}
+
+fn check_import(
+    cell: &str,
+    import: &wasmtime::ImportType<'_>,
+    caps: &CellCapabilities,
+) -> Result<(), String> {
+    let (module, name) = (import.module(), import.name());
+    match module {
+        "wasi_snapshot_preview1" => return Ok(()),
+        "pulp" => {}
+        other => {
+            return Err(format!(
+                "cell {cell} imports {other}.{name}: cells may import only from `pulp` and `wasi_snapshot_preview1`"
+            ));
+        }
+    }
+    let ExternType::Func(ty) = import.ty() else {
+        return Err(format!("cell {cell} imports pulp.{name} as a non-function; host imports are functions"));
+    };
+    let Some(binding) = find_binding(caps, name) else {
+        return Err(format!(
+            "cell {cell} imports pulp.{name}, which no capability provides; check the name, or load the extension that provides it"
+        ));
+    };
+    let (entry, params) = match binding {
+        Binding::Real(e, i) | Binding::NotDeclared(e, i) => (e, e.handle.imports()[i].params()),
+        Binding::Stub(e, i) => (e, e.handle.stub_imports()[i].params()),
+    };
+    if !same_signature(&ty, params) {
+        return Err(format!(
+            "cell {cell} imports pulp.{name} as {}, but capability {} provides it as {}",
+            describe_type(&ty),
+            entry.name(),
+            signature(params)
+        ));
+    }
+    Ok(())
+}
+
+fn define_imports(
+    linker: &mut Linker<CellState>,
+    cell: &str,
+    module: &Module,
+    caps: &CellCapabilities,
+) -> Result<(), String> {
+    for import in module.imports() {
+        check_import(cell, &import, caps)?;
+        if import.module() != "pulp" {
+            continue;
+        }
+        let ExternType::Func(ty) = import.ty() else {
+            unreachable!("checked above")
+        };
+        let name = import.name();
+        let defined = match find_binding(caps, name).expect("checked above") {
+            Binding::Real(entry, index) => bind(linker, name, ty, Arc::clone(entry), index, false),
+            Binding::Stub(entry, index) => bind(linker, name, ty, Arc::clone(entry), index, true),
+            // SAFETY: writes one i32 result into the slot the signature check guaranteed.
+            Binding::NotDeclared(..) => unsafe {
+                linker.func_new_unchecked("pulp", name, ty, |_, values| {
+                    values[0].write(ValRaw::i32(Code::NOT_DECLARED.raw()));
+                    Ok(())
+                })
+            }
+            .map(|_| ()),
+        };
+        defined.map_err(|e| format!("cell {cell}: linking pulp.{name}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn bind(
+    linker: &mut Linker<CellState>,
+    name: &str,
+    ty: FuncType,
+    entry: Arc<Entry>,
+    index: usize,
+    stub: bool,
+) -> wasmtime::Result<()> {
+    let params: Vec<ValType> = if stub {
+        entry.handle.stub_imports()[index].params().to_vec()
+    } else {
+        entry.handle.imports()[index].params().to_vec()
+    };
+    let callback = move |mut caller: Caller<'_, CellState>, values: &mut [MaybeUninit<ValRaw>]| {
+        let mut args = [0u64; MAX_IMPORT_PARAMS];
+        for (i, param) in params.iter().enumerate() {
+            // SAFETY: wasmtime initialises one slot per parameter of the checked signature.
+            let raw = unsafe { values[i].assume_init() };
+            args[i] = match param {
+                ValType::I32 => u64::from(raw.get_i32() as u32),
+                ValType::I64 => raw.get_i64() as u64,
+                ValType::F32 => u64::from(raw.get_f32()),
+                ValType::F64 => raw.get_f64(),
+            };
+        }
+        let import = if stub {
+            &entry.handle.stub_imports()[index]
+        } else {
+            &entry.handle.imports()[index]
+        };
+        let code = import.call(&mut CallerGuest { caller: &mut caller }, &args[..params.len()]);
+        values[0].write(ValRaw::i32(code));
+        Ok(())
+    };
+    // SAFETY: the import's wasm type was checked against `params` and one i32 result.
+    unsafe { linker.func_new_unchecked("pulp", name, ty, callback) }?;
+    Ok(())
+}
+
+/// A running instance of a cell.
+pub struct Instance {
+    store: Store<CellState>,
+    runtime: Arc<Runtime>,
+    step: TypedFunc<(i32, i32), i32>,
+    shutdown: Option<TypedFunc<(), i32>>,
+    free: Option<TypedFunc<(i32, i32), ()>>,
+    /// The reused step envelope buffer: (pointer, capacity).
+    envelope: Option<(u32, u32)>,
+    calls: u64,
+    timeout_ms: u64,
+    stdout: CellOutput,
+    stderr: CellOutput,
+}
+
+fn classify(err: wasmtime::Error, timeout_ms: u64) -> Failure {
+    if let Some(exit) = err.downcast_ref::<I32Exit>() {
+        return Failure::Exit(exit.0);
+    }
+    if let Some(Trap::Interrupt) = err.downcast_ref::<Trap>() {
+        return Failure::Timeout(timeout_ms);
+    }
+    let frame = err
+        .downcast_ref::<WasmBacktrace>()
+        .and_then(|bt| bt.frames().first().and_then(|f| f.func_name().map(str::to_owned)));
+    let cause = err.root_cause().to_string();
+    match frame {
+        Some(func) => Failure::Trap(format!("{cause} (in {func})")),
+        None => Failure::Trap(cause),
+    }
+}
+
+impl Instance {
+    /// Links, instantiates and initialises a cell: `_initialize`, then `pulp_init`.
+    pub fn start(runtime: &Arc<Runtime>, spec: &CellSpec) -> Result<Instance, Failure> {
+        let stdout = CellOutput::new(Arc::clone(&spec.name), "stdout");
+        let stderr = CellOutput::new(Arc::clone(&spec.name), "stderr");
+        let wasi = wasmtime_wasi::WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build_p1();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(spec.max_memory_pages as usize * 65_536)
+            .instances(1)
+            .build();
+        let state = CellState {
+            wasi,
+            limits,
+            memory: None,
+            alloc: None,
+            name: Arc::clone(&spec.name),
+            id: spec.id,
+            max_message_bytes: spec.max_message_bytes,
+        };
+        let mut store = Store::new(&runtime.engine, state);
+        store.limiter(|s| &mut s.limits);
+
+        let mut linker: Linker<CellState> = Linker::new(&runtime.engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s| &mut s.wasi)
+            .map_err(|e| Failure::Setup(format!("linking WASI: {e}")))?;
+        define_imports(&mut linker, &spec.name, &spec.module, &spec.capabilities).map_err(Failure::Setup)?;
+
+        let timeout_ms = spec.call_timeout_ms;
+        let ticks = timeout_ms.div_ceil(super::EPOCH_TICK.as_millis() as u64).max(1);
+        store.set_epoch_deadline(ticks);
+        let instance = {
+            let _active = runtime.epoch.enter();
+            linker
+                .instantiate(&mut store, &spec.module)
+                .map_err(|e| match classify(e, timeout_ms) {
+                    Failure::Trap(t) => Failure::Setup(format!("instantiation failed: {t}")),
+                    other => other,
+                })?
+        };
+
+        let missing = |what: &str| Failure::Setup(format!("the module does not export {what}; see the cell ABI"));
+        let memory = instance.get_memory(&mut store, "memory").ok_or_else(|| missing("`memory`"))?;
+        let alloc = instance
+            .get_typed_func::<i32, i32>(&mut store, "pulp_alloc")
+            .map_err(|_| missing("pulp_alloc(i32) -> i32"))?;
+        let init = instance
+            .get_typed_func::<(i32, i32), i32>(&mut store, "pulp_init")
+            .map_err(|_| missing("pulp_init(i32, i32) -> i32"))?;
+        let step = instance
+            .get_typed_func::<(i32, i32), i32>(&mut store, "pulp_step")
+            .map_err(|_| missing("pulp_step(i32, i32) -> i32"))?;
+        let shutdown = instance.get_typed_func::<(), i32>(&mut store, "pulp_shutdown").ok();
+        let free = instance.get_typed_func::<(i32, i32), ()>(&mut store, "pulp_free").ok();
+        let initialize = instance.get_typed_func::<(), ()>(&mut store, "_initialize").ok();
+        store.data_mut().memory = Some(memory);
+        store.data_mut().alloc = Some(alloc);
+
+        let mut this = Instance {
+            store,
+            runtime: Arc::clone(runtime),
+            step,
+            shutdown,
+            free,
+            envelope: None,
+            calls: 0,
+            timeout_ms,
+            stdout,
+            stderr,
+        };
+        if let Some(initialize) = initialize {
+            this.guarded(|store| initialize.call(store, ()))?;
+        }
+        let cfg = this.alloc_and_write(&spec.config)?;
+        let code = this.guarded(|store| init.call(store, (cfg as i32, spec.config.len() as i32)))?;
+        this.free_buffer(cfg, spec.config.len() as u32)?;
+        if code != 0 {
+            return Err(Failure::InitFailed(code));
+        }
+        Ok(this)
+    }
+
+    /// Runs one call into the cell with a fresh deadline, while the epoch clock runs.
+    fn guarded<R>(
+        &mut self,
+        call: impl FnOnce(&mut Store<CellState>) -> wasmtime::Result<R>,
+    ) -> Result<R, Failure> {
+        let ticks = self
+            .timeout_ms
+            .div_ceil(super::EPOCH_TICK.as_millis() as u64)
+            .max(1);
+        self.store.set_epoch_deadline(ticks);
+        let epoch = Arc::clone(&self.runtime.epoch);
+        let _active = epoch.enter();
+        call(&mut self.store).map_err(|e| classify(e, self.timeout_ms))
+    }
+
+    fn alloc_and_write(&mut self, bytes: &[u8]) -> Result<u32, Failure> {
+        let alloc = self.store.data().alloc.clone().expect("set at start");
+        let len = bytes.len() as i32;
+        let ptr = self.guarded(|store| alloc.call(store, len))?;
+        if ptr == 0 {
+            return Err(Failure::Setup(format!("pulp_alloc({len}) returned 0")));
+        }
+        let memory = self.store.data().memory.expect("set at start");
+        memory
+            .write(&mut self.store, ptr as u32 as usize, bytes)
+            .map_err(|_| Failure::Setup(format!("pulp_alloc({len}) returned {ptr}, outside linear memory")))?;
+        Ok(ptr as u32)
+    }
+
+    fn free_buffer(&mut self, ptr: u32, len: u32) -> Result<(), Failure> {
+        if let Some(free) = self.free.clone() {
+            self.guarded(|store| free.call(store, (ptr as i32, len as i32)))?;
+        }
+        Ok(())
+    }
+
+    /// One step: a tick when `event` is `None`. Returns `pulp_step`'s result.
+    pub fn step(&mut self, event: Option<(&str, &[u8])>) -> Result<i32, Failure> {
+        let payload_len = event.map_or(0, |(kind, payload)| msgpack::step_event_len(kind, payload));
+        let total = ENVELOPE_HEADER + payload_len;
+        let total32 = u32::try_from(total).map_err(|_| Failure::Setup("event too large".into()))?;
+        let ptr = match self.envelope {
+            Some((ptr, cap)) if cap >= total32 => ptr,
+            old => {
+                if let Some((ptr, cap)) = old {
+                    self.envelope = None;
+                    self.free_buffer(ptr, cap)?;
+                }
+                // Room to spare, so small events do not regrow the buffer.
+                let cap = total32.max(4096);
+                let ptr = self.alloc_sized(cap)?;
+                self.envelope = Some((ptr, cap));
+                ptr
+            }
+        };
+        self.calls += 1;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let memory = self.store.data().memory.expect("set at start");
+        let start = ptr as usize;
+        let buf = memory
+            .data_mut(&mut self.store)
+            .get_mut(start..start + total)
+            .ok_or_else(|| Failure::Setup("the envelope buffer is outside linear memory".into()))?;
+        buf[0..8].copy_from_slice(&self.calls.to_le_bytes());
+        buf[8..16].copy_from_slice(&now.to_le_bytes());
+        buf[16..20].copy_from_slice(&(payload_len as u32).to_le_bytes());
+        if let Some((kind, payload)) = event {
+            msgpack::write_step_event(&mut buf[ENVELOPE_HEADER..], kind, payload);
+        }
+        let step = self.step.clone();
+        self.guarded(|store| step.call(store, (ptr as i32, total as i32)))
+    }
+
+    fn alloc_sized(&mut self, size: u32) -> Result<u32, Failure> {
+        let alloc = self.store.data().alloc.clone().expect("set at start");
+        let ptr = self.guarded(|store| alloc.call(store, size as i32))?;
+        let fits = self
+            .store
+            .data()
+            .memory
+            .is_some_and(|m| (ptr as u32 as usize).saturating_add(size as usize) <= m.data_size(&self.store));
+        if ptr == 0 || !fits {
+            return Err(Failure::Setup(format!(
+                "pulp_alloc({size}) for the step envelope returned {ptr}"
+            )));
+        }
+        Ok(ptr as u32)
+    }
+
+    /// `pulp_shutdown`, if exported.
+    pub fn shutdown(&mut self) -> Result<i32, Failure> {
+        match self.shutdown.clone() {
+            Some(shutdown) => self.guarded(|store| shutdown.call(store, ())),
+            None => Ok(0),
+        }
+    }
+
+    pub fn calls(&self) -> u64 {
+        self.calls
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.stdout.flush_partial();
+        self.stderr.flush_partial();
+    }
+}

@@ -1,0 +1,78 @@
+//! The cell runtime: one wasmtime engine, one thread per cell, event-driven stepping.
+
+mod events;
+mod instance;
+mod output;
+mod supervisor;
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use wasmtime::{Config, Engine};
+
+pub use instance::{CellSpec, Instance, link_check};
+pub use supervisor::{Host, prepare};
+
+/// How often the engine's epoch advances while some cell is inside a wasm call;
+/// a call's timeout is enforced to within this.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Advances the engine epoch only while wasm runs, so an idle host never wakes.
+pub struct EpochTicker {
+    active: Mutex<usize>,
+    signal: Condvar,
+}
+
+/// Held for the length of one wasm call.
+pub struct ActiveCall<'a>(&'a EpochTicker);
+
+impl Drop for ActiveCall<'_> {
+    fn drop(&mut self) {
+        *self.0.active.lock().unwrap() -= 1;
+    }
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Arc<EpochTicker> {
+        let ticker = Arc::new(EpochTicker {
+            active: Mutex::new(0),
+            signal: Condvar::new(),
+        });
+        let this = Arc::clone(&ticker);
+        std::thread::Builder::new()
+            .name("pulp-epoch".into())
+            .spawn(move || {
+                loop {
+                    let guard = this.active.lock().unwrap();
+                    let guard = this.signal.wait_while(guard, |n| *n == 0).unwrap();
+                    drop(guard);
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawn the epoch thread");
+        ticker
+    }
+
+    pub fn enter(&self) -> ActiveCall<'_> {
+        *self.active.lock().unwrap() += 1;
+        self.signal.notify_one();
+        ActiveCall(self)
+    }
+}
+
+/// The engine every cell shares, and the clock that interrupts runaway calls.
+pub struct Runtime {
+    pub engine: Engine,
+    pub epoch: Arc<EpochTicker>,
+}
+
+impl Runtime {
+    pub fn new() -> wasmtime::Result<Runtime> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+        let epoch = EpochTicker::start(engine.clone());
+        Ok(Runtime { engine, epoch })
+    }
+}

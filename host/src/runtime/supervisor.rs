@@ -1,0 +1,332 @@
+//! Starting cells, the step loop on each cell's thread, restarts, and shutdown.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use pulp_ext_api::SetupEnv;
+use wasmtime::Module;
+
+use super::events::{CellMsg, Delivery, Pump, Route};
+use super::instance::{CellSpec, Failure, Instance, link_check};
+use super::Runtime;
+use crate::manifest::{Manifest, RestartPolicy};
+use crate::msgpack;
+use crate::registry::{Entry, Registry};
+
+/// Events waiting for one cell; a full queue pushes back on whoever produces them.
+pub const QUEUE_CAPACITY: usize = 1024;
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// An instance that ran this long before failing restarts with the first backoff again.
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
+
+struct Cell {
+    name: Arc<str>,
+    queue: std::sync::mpsc::SyncSender<CellMsg>,
+    thread: JoinHandle<()>,
+    declared: Vec<Arc<Entry>>,
+}
+
+/// The running host: every cell on its own thread, and the event pumps.
+pub struct Host {
+    registry: Arc<Registry>,
+    cells: Vec<Cell>,
+    pumps: Vec<Pump>,
+}
+
+/// Compiles and checks one manifest's cell: everything that can be known before it runs.
+pub fn prepare(
+    runtime: &Runtime,
+    registry: &Registry,
+    manifest: &Manifest,
+    id: u64,
+) -> Result<CellSpec, String> {
+    let module = Module::from_file(&runtime.engine, &manifest.wasm).map_err(|e| {
+        format!(
+            "cell {}: {} is not a valid wasm module: {}",
+            manifest.name,
+            manifest.wasm.display(),
+            e.root_cause()
+        )
+    })?;
+    let capabilities = registry.resolve(manifest)?;
+    link_check(&manifest.name, &module, &capabilities)?;
+    Ok(CellSpec {
+        name: Arc::from(manifest.name.as_str()),
+        id,
+        module,
+        config: msgpack::encode_table(&manifest.config),
+        max_memory_pages: manifest.max_memory_pages,
+        call_timeout_ms: manifest.call_timeout_ms,
+        max_message_bytes: manifest.max_message_bytes,
+        capabilities,
+    })
+}
+
+impl Host {
+    /// Validates every cell, runs capability setup, then starts each cell's thread.
+    pub fn start(
+        runtime: Arc<Runtime>,
+        registry: Arc<Registry>,
+        manifests: Vec<Manifest>,
+        storage_root: &Path,
+    ) -> Result<Host, String> {
+        let mut seen: BTreeMap<&str, &Path> = BTreeMap::new();
+        for m in &manifests {
+            if let Some(other) = seen.insert(&m.name, &m.path) {
+                return Err(format!(
+                    "two cells are named {:?} ({} and {}); cell names must be unique",
+                    m.name,
+                    other.display(),
+                    m.path.display()
+                ));
+            }
+        }
+        let mut specs = Vec::new();
+        for (i, manifest) in manifests.iter().enumerate() {
+            specs.push(prepare(&runtime, &registry, manifest, i as u64 + 1)?);
+        }
+
+        let mut queues = Vec::new();
+        for (spec, manifest) in specs.iter().zip(&manifests) {
+            let storage_dir = storage_root.join(&manifest.name);
+            std::fs::create_dir_all(&storage_dir).map_err(|e| {
+                format!(
+                    "cell {}: cannot create its storage directory {}: {e}; check --storage-root",
+                    manifest.name,
+                    storage_dir.display()
+                )
+            })?;
+            for entry in &spec.capabilities.declared {
+                let env = SetupEnv {
+                    cell: manifest.name.clone(),
+                    cell_id: spec.id,
+                    storage_dir: storage_dir.clone(),
+                    cell_config: spec.config.clone(),
+                    ext_config: entry.ext_config.as_ref().clone(),
+                    max_message_bytes: manifest.max_message_bytes,
+                    host: entry.link.handle(),
+                };
+                entry.handle.setup(&env).map_err(|e| {
+                    format!(
+                        "cell {}: setup of capability {} from {} failed: {e}",
+                        manifest.name,
+                        entry.name(),
+                        entry.origin
+                    )
+                })?;
+            }
+            queues.push(sync_channel::<CellMsg>(QUEUE_CAPACITY));
+        }
+
+        let mut pumps = Vec::new();
+        for entry in registry.entries() {
+            let routes: Vec<Route> = specs
+                .iter()
+                .zip(&queues)
+                .filter(|(spec, _)| spec.capabilities.declared.iter().any(|e| Arc::ptr_eq(e, entry)))
+                .map(|(spec, (tx, _))| Route {
+                    cell: Arc::clone(&spec.name),
+                    max_message_bytes: spec.max_message_bytes,
+                    queue: tx.clone(),
+                })
+                .collect();
+            if !routes.is_empty() {
+                pumps.push(Pump::start(Arc::clone(entry), routes));
+            }
+        }
+
+        let mut cells = Vec::new();
+        for ((spec, manifest), (tx, rx)) in specs.into_iter().zip(&manifests).zip(queues) {
+            let declared = spec.capabilities.declared.clone();
+            let runtime = Arc::clone(&runtime);
+            let policy = manifest.restart;
+            let tick = Duration::from_millis(manifest.tick_ms);
+            let name = Arc::clone(&spec.name);
+            let thread = std::thread::Builder::new()
+                .name(format!("cell-{}", spec.name))
+                .spawn(move || supervise(&runtime, &spec, policy, tick, &rx))
+                .map_err(|e| format!("cell {}: cannot start its thread: {e}", manifest.name))?;
+            cells.push(Cell {
+                name,
+                queue: tx,
+                thread,
+                declared,
+            });
+        }
+        Ok(Host {
+            registry,
+            cells,
+            pumps,
+        })
+    }
+
+    /// Orderly shutdown (SPEC §5): `pulp_shutdown` in every cell, then
+    /// `teardown_cell`, then `teardown` of every capability.
+    pub fn shutdown(self) {
+        for cell in &self.cells {
+            let _ = cell.queue.send(CellMsg::Shutdown);
+        }
+        let mut stopped = Vec::new();
+        for cell in self.cells {
+            let _ = cell.thread.join();
+            stopped.push((cell.name, cell.declared));
+        }
+        for pump in self.pumps {
+            pump.stop();
+        }
+        for (name, declared) in &stopped {
+            for entry in declared {
+                if let Err(e) = entry.handle.teardown_cell(name) {
+                    tracing::error!(cell = &**name, capability = entry.name(), "teardown_cell failed: {e}");
+                }
+            }
+        }
+        for entry in self.registry.entries() {
+            if let Err(e) = entry.handle.teardown() {
+                tracing::error!(capability = entry.name(), origin = %entry.origin, "teardown failed: {e}");
+            }
+        }
+        tracing::info!("shutdown complete");
+    }
+}
+
+enum Outcome {
+    Shutdown,
+    Failed(Failure),
+}
+
+/// A cell's thread: start, step, restart per policy, until shutdown.
+fn supervise(
+    runtime: &Arc<Runtime>,
+    spec: &CellSpec,
+    policy: RestartPolicy,
+    tick: Duration,
+    queue: &Receiver<CellMsg>,
+) {
+    let cell = &*spec.name;
+    let mut backlog: VecDeque<Delivery> = VecDeque::new();
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let started = Instant::now();
+        let outcome = match Instance::start(runtime, spec) {
+            Ok(mut instance) => {
+                tracing::info!(cell, "cell started");
+                run(&mut instance, cell, tick, queue, &mut backlog)
+            }
+            Err(failure) => Outcome::Failed(failure),
+        };
+        let failure = match outcome {
+            Outcome::Shutdown => return,
+            Outcome::Failed(failure) => failure,
+        };
+        let crashed = !matches!(failure, Failure::Exit(0));
+        if crashed {
+            tracing::error!(cell, "cell crashed: {failure}");
+        } else {
+            tracing::info!(cell, "cell exited");
+        }
+        let restart = match policy {
+            RestartPolicy::Never => false,
+            RestartPolicy::OnCrash => crashed,
+            RestartPolicy::Always => true,
+        };
+        if !restart {
+            tracing::warn!(cell, "cell stopped (restart = {policy}); other cells keep running");
+            for entry in &spec.capabilities.declared {
+                if let Err(e) = entry.handle.teardown_cell(cell) {
+                    tracing::error!(cell, capability = entry.name(), "teardown_cell failed: {e}");
+                }
+            }
+            // Dropping the queue makes producers see the cell is gone.
+            return;
+        }
+        if started.elapsed() >= HEALTHY_RUN {
+            backoff = FIRST_BACKOFF;
+        }
+        tracing::info!(cell, "restarting in {} ms (restart = {policy})", backoff.as_millis());
+        let deadline = Instant::now() + backoff;
+        loop {
+            match queue.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(CellMsg::Event(d)) => backlog.push_back(d),
+                Ok(CellMsg::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => break,
+            }
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+enum Work {
+    Event(Delivery),
+    Tick,
+    Shutdown,
+}
+
+fn next_work(
+    queue: &Receiver<CellMsg>,
+    backlog: &mut VecDeque<Delivery>,
+    tick: Duration,
+    next_tick: Instant,
+) -> Work {
+    if let Some(d) = backlog.pop_front() {
+        return Work::Event(d);
+    }
+    let msg = if tick.is_zero() {
+        queue.recv().map_err(|_| RecvTimeoutError::Disconnected)
+    } else {
+        queue.recv_timeout(next_tick.saturating_duration_since(Instant::now()))
+    };
+    match msg {
+        Ok(CellMsg::Event(d)) => Work::Event(d),
+        Ok(CellMsg::Shutdown) | Err(RecvTimeoutError::Disconnected) => Work::Shutdown,
+        Err(RecvTimeoutError::Timeout) => Work::Tick,
+    }
+}
+
+/// The step loop: blocks until an event or the next tick, never spins.
+fn run(
+    instance: &mut Instance,
+    cell: &str,
+    tick: Duration,
+    queue: &Receiver<CellMsg>,
+    backlog: &mut VecDeque<Delivery>,
+) -> Outcome {
+    let mut next_tick = Instant::now() + tick;
+    loop {
+        let result = match next_work(queue, backlog, tick, next_tick) {
+            Work::Shutdown => {
+                match instance.shutdown() {
+                    Ok(0) => {}
+                    Ok(code) => tracing::warn!(cell, "pulp_shutdown returned {code}"),
+                    Err(failure) => tracing::error!(cell, "pulp_shutdown failed: {failure}"),
+                }
+                tracing::info!(cell, steps = instance.calls(), "cell shut down");
+                return Outcome::Shutdown;
+            }
+            Work::Event(delivery) => {
+                let result = instance.step(Some((&delivery.kind, &delivery.payload)));
+                if let Some((entry, id)) = &delivery.source
+                    && let Err(e) = entry.handle.finalize(*id)
+                {
+                    tracing::error!(cell, capability = entry.name(), "finalize({id}) failed: {e}");
+                }
+                result
+            }
+            Work::Tick => {
+                let now = Instant::now();
+                next_tick = (next_tick + tick).max(now);
+                instance.step(None)
+            }
+        };
+        match result {
+            Ok(0) => {}
+            Ok(code) => tracing::warn!(cell, "pulp_step returned {code}"),
+            Err(failure) => return Outcome::Failed(failure),
+        }
+    }
+}

@@ -72,7 +72,11 @@ pub struct HostImportFfi {
     name: RString,
     params: RVec<ValType>,
     data: *const c_void,
-    call: unsafe extern "C" fn(data: *const c_void, guest: GuestFfi<'_>, args: RSlice<'_, u64>) -> i32,
+    call: unsafe extern "C" fn(
+        data: *const c_void,
+        guest: GuestFfi<'_>,
+        args: RSlice<'_, u64>,
+    ) -> i32,
     drop: unsafe extern "C" fn(data: *const c_void),
 }
 
@@ -93,7 +97,9 @@ unsafe extern "C" fn call_import(
 ) -> i32 {
     let callback = unsafe { &*(data as *const Box<ImportCallback>) };
     let mut guest = Guest::from_ffi(guest);
-    match catch_unwind(AssertUnwindSafe(|| callback(&mut guest, Args::new(args.as_slice())))) {
+    match catch_unwind(AssertUnwindSafe(|| {
+        callback(&mut guest, Args::new(args.as_slice()))
+    })) {
         Ok(Ok(())) => 0,
         Ok(Err(code)) => code.raw(),
         Err(panic) => {
@@ -146,7 +152,13 @@ impl ImportHandle {
     /// Runs the import for the cell behind `guest`; returns the code for the cell.
     #[inline]
     pub fn call<G: GuestMemory>(&self, guest: &mut G, args: &[u64]) -> i32 {
-        unsafe { (self.ffi.call)(self.ffi.data, GuestFfi::new(guest), RSlice::from_slice(args)) }
+        unsafe {
+            (self.ffi.call)(
+                self.ffi.data,
+                GuestFfi::new(guest),
+                RSlice::from_slice(args),
+            )
+        }
     }
 }
 
@@ -232,7 +244,8 @@ pub struct CapabilityVTable {
     drop: unsafe extern "C" fn(this: *const c_void),
     describe: unsafe extern "C" fn(this: *const c_void) -> RResult<CapabilityInfoFfi, RString>,
     setup: unsafe extern "C" fn(this: *const c_void, env: SetupEnvFfiRef) -> RResult<(), RString>,
-    teardown_cell: unsafe extern "C" fn(this: *const c_void, cell: RStr<'_>) -> RResult<(), RString>,
+    teardown_cell:
+        unsafe extern "C" fn(this: *const c_void, cell: RStr<'_>) -> RResult<(), RString>,
     teardown: unsafe extern "C" fn(this: *const c_void) -> RResult<(), RString>,
     poll: unsafe extern "C" fn(this: *const c_void) -> RResult<ROption<StepEventFfi>, RString>,
     #[sabi(last_prefix_field)]
@@ -396,11 +409,8 @@ impl CapabilityHandle {
 
     pub(crate) fn from_ffi(ffi: CapabilityFfi) -> Result<CapabilityHandle, String> {
         let info = unsafe { (ffi.vtable.describe())(ffi.this) }.into_result()?;
-        let handles = |list: RVec<HostImportFfi>| {
-            list.into_iter()
-                .map(|ffi| ImportHandle { ffi })
-                .collect()
-        };
+        let handles =
+            |list: RVec<HostImportFfi>| list.into_iter().map(|ffi| ImportHandle { ffi }).collect();
         Ok(CapabilityHandle {
             name: info.name.into_string(),
             provider: info.provider.into_string(),

@@ -33,8 +33,12 @@ pub struct GuestVTable {
     cell_name: unsafe extern "C" fn(ctx: *mut c_void) -> RStr<'static>,
     cell_id: unsafe extern "C" fn(ctx: *mut c_void) -> u64,
     max_message_bytes: unsafe extern "C" fn(ctx: *mut c_void) -> u64,
-    read: unsafe extern "C" fn(ctx: *mut c_void, ptr: u32, len: u32, out: *mut RSlice<'static, u8>)
-        -> i32,
+    read: unsafe extern "C" fn(
+        ctx: *mut c_void,
+        ptr: u32,
+        len: u32,
+        out: *mut RSlice<'static, u8>,
+    ) -> i32,
     write: unsafe extern "C" fn(ctx: *mut c_void, ptr: u32, data: RSlice<'_, u8>) -> i32,
     #[sabi(last_prefix_field)]
     alloc: unsafe extern "C" fn(ctx: *mut c_void, size: u32, out: *mut u32) -> i32,
@@ -70,7 +74,8 @@ impl<G: GuestMemory> VTableFor<G> {
 unsafe extern "C" fn cell_name<G: GuestMemory>(ctx: *mut c_void) -> RStr<'static> {
     let guest = unsafe { &*(ctx as *const G) };
     // The 'static is confined to ext-api: `Guest::cell` ties it back to the call.
-    let name: &'static str = unsafe { std::mem::transmute::<&str, &'static str>(guest.cell_name()) };
+    let name: &'static str =
+        unsafe { std::mem::transmute::<&str, &'static str>(guest.cell_name()) };
     RStr::from_str(name)
 }
 
@@ -91,7 +96,8 @@ unsafe extern "C" fn read<G: GuestMemory>(
     let guest = unsafe { &*(ctx as *const G) };
     match catch_unwind(AssertUnwindSafe(|| guest.read(ptr, len))) {
         Ok(Ok(bytes)) => {
-            let bytes: &'static [u8] = unsafe { std::mem::transmute::<&[u8], &'static [u8]>(bytes) };
+            let bytes: &'static [u8] =
+                unsafe { std::mem::transmute::<&[u8], &'static [u8]>(bytes) };
             unsafe { out.write(RSlice::from_slice(bytes)) };
             0
         }
@@ -100,7 +106,11 @@ unsafe extern "C" fn read<G: GuestMemory>(
     }
 }
 
-unsafe extern "C" fn write<G: GuestMemory>(ctx: *mut c_void, ptr: u32, data: RSlice<'_, u8>) -> i32 {
+unsafe extern "C" fn write<G: GuestMemory>(
+    ctx: *mut c_void,
+    ptr: u32,
+    data: RSlice<'_, u8>,
+) -> i32 {
     let guest = unsafe { &mut *(ctx as *mut G) };
     match catch_unwind(AssertUnwindSafe(|| guest.write(ptr, data.as_slice()))) {
         Ok(Ok(())) => 0,
@@ -184,7 +194,8 @@ impl<'a> Guest<'a> {
     }
 
     pub fn write(&mut self, ptr: u32, data: &[u8]) -> Result<(), Code> {
-        let code = unsafe { (self.ffi.vtable.write())(self.ffi.ctx, ptr, RSlice::from_slice(data)) };
+        let code =
+            unsafe { (self.ffi.vtable.write())(self.ffi.ctx, ptr, RSlice::from_slice(data)) };
         if code != 0 {
             return Err(Code::new(code));
         }

@@ -47,7 +47,8 @@ pub trait HostServices: Send + Sync + 'static {
 #[sabi(kind(Prefix(prefix_ref = HostVTableRef)))]
 #[sabi(missing_field(panic))]
 pub struct HostVTable {
-    log: unsafe extern "C" fn(ctx: *const c_void, level: Level, target: RStr<'_>, message: RStr<'_>),
+    log:
+        unsafe extern "C" fn(ctx: *const c_void, level: Level, target: RStr<'_>, message: RStr<'_>),
     max_level: unsafe extern "C" fn(ctx: *const c_void) -> Level,
     #[sabi(last_prefix_field)]
     wake: unsafe extern "C" fn(ctx: *const c_void),
@@ -115,7 +116,12 @@ impl HostHandle {
 
     pub fn log(&self, level: Level, target: &str, message: &str) {
         unsafe {
-            (self.vtable.log())(self.ctx, level, RStr::from_str(target), RStr::from_str(message))
+            (self.vtable.log())(
+                self.ctx,
+                level,
+                RStr::from_str(target),
+                RStr::from_str(message),
+            )
         }
     }
 

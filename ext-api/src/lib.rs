@@ -158,6 +158,12 @@ fn parse_version(raw: &str) -> Option<InterfaceVersion> {
     Some(InterfaceVersion { major, minor })
 }
 
+/// A library built for `library` loads in a host providing `host`: same major, and
+/// no newer minor (the host would lack what the library expects of it).
+fn compatible(library: InterfaceVersion, host: InterfaceVersion) -> bool {
+    library.major == host.major && library.minor <= host.minor
+}
+
 /// Loads the extension library at `path` on its own — never through a per-type
 /// cache, since every library shares one root module type — and returns its
 /// capabilities. The library is never unloaded. `host` is the extension's logger.
@@ -172,7 +178,7 @@ pub fn load_library(path: &Path, host: HostHandle) -> Result<Vec<CapabilityHandl
     })?;
     let built_for = header.version_strings().version.as_str().to_owned();
     match parse_version(&built_for) {
-        Some(v) if v.major == INTERFACE_VERSION.major && v.minor <= INTERFACE_VERSION.minor => {}
+        Some(v) if compatible(v, INTERFACE_VERSION) => {}
         Some(v) => {
             return Err(LoadError::Incompatible {
                 built_for: v.to_string(),
@@ -180,11 +186,15 @@ pub fn load_library(path: &Path, host: HostHandle) -> Result<Vec<CapabilityHandl
         }
         None => return Err(LoadError::Incompatible { built_for }),
     }
-    let root = header.init_root_module::<ExtensionRootRef>().map_err(|e| match e {
-        LibraryError::AbiInstability(e) => LoadError::Layout(first_line(&e.to_string())),
-        other => LoadError::Init(other.to_string()),
-    })?;
-    let capabilities = (root.init())(host).into_result().map_err(|e| LoadError::Init(e.into()))?;
+    let root = header
+        .init_root_module::<ExtensionRootRef>()
+        .map_err(|e| match e {
+            LibraryError::AbiInstability(e) => LoadError::Layout(first_line(&e.to_string())),
+            other => LoadError::Init(other.to_string()),
+        })?;
+    let capabilities = (root.init())(host)
+        .into_result()
+        .map_err(|e| LoadError::Init(e.into()))?;
     capabilities
         .into_iter()
         .map(|ffi| CapabilityHandle::from_ffi(ffi).map_err(LoadError::Init))
@@ -202,8 +212,8 @@ fn first_line(text: &str) -> String {
 #[doc(hidden)]
 pub mod __private {
     pub use abi_stable::library::{
-        CheckTypeLayout, IntoRootModuleResult, LibHeader, RootModuleResult,
-        __call_root_module_loader,
+        __call_root_module_loader, CheckTypeLayout, IntoRootModuleResult, LibHeader,
+        RootModuleResult,
     };
     pub use abi_stable::prefix_type::PrefixTypeTrait;
     pub use abi_stable::std_types::{RResult, RString, RVec};
@@ -291,9 +301,10 @@ macro_rules! export_extension {
                 $crate::__private::__call_root_module_loader(root)
             }
             unsafe {
-                $crate::__private::LibHeader::from_constructor::<
-                    $crate::ExtensionRootRef,
-                >(load, $crate::__private::CheckTypeLayout::Yes)
+                $crate::__private::LibHeader::from_constructor::<$crate::ExtensionRootRef>(
+                    load,
+                    $crate::__private::CheckTypeLayout::Yes,
+                )
             }
         };
     };
@@ -316,5 +327,16 @@ mod tests {
             Some(super::INTERFACE_VERSION)
         );
         assert_eq!(super::parse_version("x.1"), None);
+    }
+
+    #[test]
+    fn compatibility() {
+        use super::{compatible, InterfaceVersion as V};
+        let host = V { major: 1, minor: 2 };
+        assert!(compatible(V { major: 1, minor: 0 }, host));
+        assert!(compatible(V { major: 1, minor: 2 }, host));
+        assert!(!compatible(V { major: 1, minor: 3 }, host));
+        assert!(!compatible(V { major: 0, minor: 9 }, host));
+        assert!(!compatible(V { major: 2, minor: 0 }, host));
     }
 }

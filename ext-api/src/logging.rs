@@ -88,7 +88,11 @@ impl Subscriber for Forwarder {
         event.record(&mut line);
         line.message.push_str(&line.fields);
         let metadata = event.metadata();
-        self.host.log(from_tracing(metadata.level()), metadata.target(), &line.message);
+        self.host.log(
+            from_tracing(metadata.level()),
+            metadata.target(),
+            &line.message,
+        );
     }
 
     fn enter(&self, _span: &Id) {}

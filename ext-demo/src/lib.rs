@@ -25,14 +25,18 @@ impl Capability for Greet {
 
     fn imports(&self) -> Vec<HostImport> {
         vec![
-            HostImport::new("demo_greet", &[ValType::I32, ValType::I32], |guest, args| {
-                let name = guest.read_str_arg(args, 0)?;
-                if name.is_empty() {
-                    return Err(Code::EMPTY);
-                }
-                tracing::info!("hello, {name}! (cell {})", guest.cell());
-                Ok(())
-            }),
+            HostImport::new(
+                "demo_greet",
+                &[ValType::I32, ValType::I32],
+                |guest, args| {
+                    let name = guest.read_str_arg(args, 0)?;
+                    if name.is_empty() {
+                        return Err(Code::EMPTY);
+                    }
+                    tracing::info!("hello, {name}! (cell {})", guest.cell());
+                    Ok(())
+                },
+            ),
             HostImport::new("demo_noop", &[], |_, _| Ok(())),
         ]
     }

@@ -145,7 +145,13 @@ impl Capability for Ticker {
     }
 
     fn teardown(&self) {
-        let timers: Vec<Timer> = self.timers.lock().unwrap().drain().map(|(_, t)| t).collect();
+        let timers: Vec<Timer> = self
+            .timers
+            .lock()
+            .unwrap()
+            .drain()
+            .map(|(_, t)| t)
+            .collect();
         for timer in timers {
             timer.stop();
         }

@@ -105,7 +105,9 @@ pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString>
     args.into_iter()
         .map(|arg| {
             let Some(text) = arg.to_str() else { return arg };
-            let Some(rest) = text.strip_prefix('-') else { return arg };
+            let Some(rest) = text.strip_prefix('-') else {
+                return arg;
+            };
             if rest.starts_with('-') {
                 return arg;
             }
@@ -129,15 +131,27 @@ mod tests {
 
     #[test]
     fn single_dash_long_flags() {
-        let cli = parse(&["pulp", "-manifest", "a.toml", "-http-port=9090", "--manifest", "b.toml"]);
-        assert_eq!(cli.run.manifests, [PathBuf::from("a.toml"), PathBuf::from("b.toml")]);
+        let cli = parse(&[
+            "pulp",
+            "-manifest",
+            "a.toml",
+            "-http-port=9090",
+            "--manifest",
+            "b.toml",
+        ]);
+        assert_eq!(
+            cli.run.manifests,
+            [PathBuf::from("a.toml"), PathBuf::from("b.toml")]
+        );
         assert_eq!(cli.run.http_port, 9090);
     }
 
     #[test]
     fn subcommands_take_the_same_flags() {
         let cli = parse(&["pulp", "check", "-manifest", "a.toml", "-ext-dir", "exts"]);
-        let Some(Command::Check(args)) = cli.command else { panic!("not check") };
+        let Some(Command::Check(args)) = cli.command else {
+            panic!("not check")
+        };
         assert_eq!(args.ext.ext_dir, Some(PathBuf::from("exts")));
     }
 }

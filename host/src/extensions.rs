@@ -37,8 +37,12 @@ impl HostServices for HostLink {
     fn log(&self, level: Level, target: &str, message: &str) {
         let ext = self.extension.as_str();
         match level {
-            Level::Trace => tracing::trace!(target: "ext", extension = ext, module = target, "{message}"),
-            Level::Debug => tracing::debug!(target: "ext", extension = ext, module = target, "{message}"),
+            Level::Trace => {
+                tracing::trace!(target: "ext", extension = ext, module = target, "{message}")
+            }
+            Level::Debug => {
+                tracing::debug!(target: "ext", extension = ext, module = target, "{message}")
+            }
             Level::Info => tracing::info!(target: "ext", extension = ext, "{message}"),
             Level::Warn => tracing::warn!(target: "ext", extension = ext, "{message}"),
             Level::Error => tracing::error!(target: "ext", extension = ext, "{message}"),

@@ -2,7 +2,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use pulp_host::cli::{Cli, Command, ExtArgs, ExtCommand, LogArgs, LogFormat, RunArgs, normalize_args};
+use pulp_host::cli::{
+    Cli, Command, ExtArgs, ExtCommand, LogArgs, LogFormat, RunArgs, normalize_args,
+};
 use pulp_host::manifest::Manifest;
 use pulp_host::registry::{Registry, signature};
 use pulp_host::runtime::{Host, Runtime};
@@ -42,8 +44,11 @@ fn init_logging(args: &LogArgs) {
 }
 
 fn registry(args: &ExtArgs) -> Result<Registry, String> {
-    let loaded = match extensions::config_path(args.ext_dir.as_deref(), args.ext_config.as_deref()) {
-        Some(file) => extensions::load(&file, args.ext_dir.as_deref()).map_err(|e| e.to_string())?,
+    let loaded = match extensions::config_path(args.ext_dir.as_deref(), args.ext_config.as_deref())
+    {
+        Some(file) => {
+            extensions::load(&file, args.ext_dir.as_deref()).map_err(|e| e.to_string())?
+        }
         None => Vec::new(),
     };
     Registry::new(builtin::all(), loaded)
@@ -104,7 +109,12 @@ fn check(args: RunArgs) -> Result<(), String> {
             .filter(|i| i.module() == "pulp")
             .map(|i| i.name().to_owned())
             .collect();
-        let declared: Vec<&str> = spec.capabilities.declared.iter().map(|e| e.name()).collect();
+        let declared: Vec<&str> = spec
+            .capabilities
+            .declared
+            .iter()
+            .map(|e| e.name())
+            .collect();
         println!(
             "ok: cell {} {} ({}): capabilities [{}], imports [{}]",
             manifest.name,
@@ -121,7 +131,12 @@ fn ext_list(args: ExtArgs) -> Result<(), String> {
     init_logging(&args.log);
     let registry = registry(&args)?;
     for entry in registry.entries() {
-        println!("{}  provider={}  from {}", entry.name(), entry.provider(), entry.origin);
+        println!(
+            "{}  provider={}  from {}",
+            entry.name(),
+            entry.provider(),
+            entry.origin
+        );
         for import in entry.handle.imports() {
             println!("    {}{}", import.name(), signature(import.params()));
         }

@@ -92,7 +92,11 @@ mod tests {
     fn config_numbers_use_64_bit_markers() {
         let table: toml::Table = toml::from_str("n = 3\nf = 0.5\ns = 'x'").unwrap();
         let bytes = encode_table(&table);
-        assert!(bytes.windows(9).any(|w| w == [0xd3, 0, 0, 0, 0, 0, 0, 0, 3]));
+        assert!(
+            bytes
+                .windows(9)
+                .any(|w| w == [0xd3, 0, 0, 0, 0, 0, 0, 0, 3])
+        );
         assert!(bytes.contains(&0xcb));
         check_one_value(&bytes).unwrap();
     }

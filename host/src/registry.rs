@@ -76,7 +76,10 @@ pub fn signature(params: &[ValType]) -> String {
 }
 
 impl Registry {
-    pub fn new(builtins: Vec<CapabilityHandle>, extensions: Vec<Extension>) -> Result<Registry, String> {
+    pub fn new(
+        builtins: Vec<CapabilityHandle>,
+        extensions: Vec<Extension>,
+    ) -> Result<Registry, String> {
         let empty = Arc::new(crate::msgpack::encode_table(&toml::Table::new()));
         let mut entries: Vec<Arc<Entry>> = builtins
             .into_iter()
@@ -107,7 +110,12 @@ impl Registry {
         // Capabilities of different names must not claim the same import name.
         let mut owners: BTreeMap<&str, &Entry> = BTreeMap::new();
         for entry in &entries {
-            for import in entry.handle.imports().iter().chain(entry.handle.stub_imports()) {
+            for import in entry
+                .handle
+                .imports()
+                .iter()
+                .chain(entry.handle.stub_imports())
+            {
                 if import.params().len() > MAX_IMPORT_PARAMS {
                     return Err(format!(
                         "capability {} from {} declares import {} with {} parameters; at most {MAX_IMPORT_PARAMS} are supported",

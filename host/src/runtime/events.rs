@@ -137,6 +137,10 @@ fn deliver(entry: &Arc<Entry>, routes: &[Route], event: pulp_ext_api::StepEvent)
     // Blocks while the cell's queue is full: the capability keeps its events until
     // the cell catches up, instead of the host buffering without bound.
     if route.queue.send(CellMsg::Event(delivery)).is_err() {
-        tracing::warn!(capability, cell = &*route.cell, "cell has stopped; event {id} dropped");
+        tracing::warn!(
+            capability,
+            cell = &*route.cell,
+            "cell has stopped; event {id} dropped"
+        );
     }
 }

@@ -47,7 +47,10 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Trap(t) => write!(f, "trapped: {t}"),
-            Failure::Timeout(ms) => write!(f, "call exceeded call_timeout_ms = {ms} and was interrupted"),
+            Failure::Timeout(ms) => write!(
+                f,
+                "call exceeded call_timeout_ms = {ms} and was interrupted"
+            ),
             Failure::Exit(code) => write!(f, "exited with code {code}"),
             Failure::InitFailed(code) => write!(f, "pulp_init returned {code}"),
             Failure::Setup(e) => f.write_str(e),
@@ -147,7 +150,12 @@ fn find_binding<'a>(caps: &'a CellCapabilities, name: &str) -> Option<Binding<'a
         }
     }
     for entry in &caps.undeclared {
-        if let Some(i) = entry.handle.stub_imports().iter().position(|i| i.name() == name) {
+        if let Some(i) = entry
+            .handle
+            .stub_imports()
+            .iter()
+            .position(|i| i.name() == name)
+        {
             return Some(Binding::Stub(entry, i));
         }
         if let Some(i) = entry.handle.imports().iter().position(|i| i.name() == name) {
@@ -181,12 +189,18 @@ pub fn link_check(cell: &str, module: &Module, caps: &CellCapabilities) -> Resul
         if !found {
             return Err(format!(
                 "cell {cell}: the module does not export {name}{}; see the cell ABI",
-                if params.len() == 1 { "(i32) -> i32" } else { "(i32, i32) -> i32" }
+                if params.len() == 1 {
+                    "(i32) -> i32"
+                } else {
+                    "(i32, i32) -> i32"
+                }
             ));
         }
     }
     if !matches!(module.get_export("memory"), Some(ExternType::Memory(_))) {
-        return Err(format!("cell {cell}: the module does not export its linear memory as `memory`"));
+        return Err(format!(
+            "cell {cell}: the module does not export its linear memory as `memory`"
+        ));
     }
     Ok(())
 }
@@ -207,7 +221,9 @@ fn check_import(
         }
     }
     let ExternType::Func(ty) = import.ty() else {
-        return Err(format!("cell {cell} imports pulp.{name} as a non-function; host imports are functions"));
+        return Err(format!(
+            "cell {cell} imports pulp.{name} as a non-function; host imports are functions"
+        ));
     };
     let Some(binding) = find_binding(caps, name) else {
         return Err(format!(
@@ -291,7 +307,12 @@ fn bind(
         } else {
             &entry.handle.imports()[index]
         };
-        let code = import.call(&mut CallerGuest { caller: &mut caller }, &args[..params.len()]);
+        let code = import.call(
+            &mut CallerGuest {
+                caller: &mut caller,
+            },
+            &args[..params.len()],
+        );
         values[0].write(ValRaw::i32(code));
         Ok(())
     };
@@ -322,9 +343,11 @@ fn classify(err: wasmtime::Error, timeout_ms: u64) -> Failure {
     if let Some(Trap::Interrupt) = err.downcast_ref::<Trap>() {
         return Failure::Timeout(timeout_ms);
     }
-    let frame = err
-        .downcast_ref::<WasmBacktrace>()
-        .and_then(|bt| bt.frames().first().and_then(|f| f.func_name().map(str::to_owned)));
+    let frame = err.downcast_ref::<WasmBacktrace>().and_then(|bt| {
+        bt.frames()
+            .first()
+            .and_then(|f| f.func_name().map(str::to_owned))
+    });
     let cause = err.root_cause().to_string();
     match frame {
         Some(func) => Failure::Trap(format!("{cause} (in {func})")),
@@ -360,23 +383,32 @@ impl Instance {
         let mut linker: Linker<CellState> = Linker::new(&runtime.engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s| &mut s.wasi)
             .map_err(|e| Failure::Setup(format!("linking WASI: {e}")))?;
-        define_imports(&mut linker, &spec.name, &spec.module, &spec.capabilities).map_err(Failure::Setup)?;
+        define_imports(&mut linker, &spec.name, &spec.module, &spec.capabilities)
+            .map_err(Failure::Setup)?;
 
         let timeout_ms = spec.call_timeout_ms;
-        let ticks = timeout_ms.div_ceil(super::EPOCH_TICK.as_millis() as u64).max(1);
+        let ticks = timeout_ms
+            .div_ceil(super::EPOCH_TICK.as_millis() as u64)
+            .max(1);
         store.set_epoch_deadline(ticks);
         let instance = {
             let _active = runtime.epoch.enter();
-            linker
-                .instantiate(&mut store, &spec.module)
-                .map_err(|e| match classify(e, timeout_ms) {
+            linker.instantiate(&mut store, &spec.module).map_err(|e| {
+                match classify(e, timeout_ms) {
                     Failure::Trap(t) => Failure::Setup(format!("instantiation failed: {t}")),
                     other => other,
-                })?
+                }
+            })?
         };
 
-        let missing = |what: &str| Failure::Setup(format!("the module does not export {what}; see the cell ABI"));
-        let memory = instance.get_memory(&mut store, "memory").ok_or_else(|| missing("`memory`"))?;
+        let missing = |what: &str| {
+            Failure::Setup(format!(
+                "the module does not export {what}; see the cell ABI"
+            ))
+        };
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| missing("`memory`"))?;
         let alloc = instance
             .get_typed_func::<i32, i32>(&mut store, "pulp_alloc")
             .map_err(|_| missing("pulp_alloc(i32) -> i32"))?;
@@ -386,9 +418,15 @@ impl Instance {
         let step = instance
             .get_typed_func::<(i32, i32), i32>(&mut store, "pulp_step")
             .map_err(|_| missing("pulp_step(i32, i32) -> i32"))?;
-        let shutdown = instance.get_typed_func::<(), i32>(&mut store, "pulp_shutdown").ok();
-        let free = instance.get_typed_func::<(i32, i32), ()>(&mut store, "pulp_free").ok();
-        let initialize = instance.get_typed_func::<(), ()>(&mut store, "_initialize").ok();
+        let shutdown = instance
+            .get_typed_func::<(), i32>(&mut store, "pulp_shutdown")
+            .ok();
+        let free = instance
+            .get_typed_func::<(i32, i32), ()>(&mut store, "pulp_free")
+            .ok();
+        let initialize = instance
+            .get_typed_func::<(), ()>(&mut store, "_initialize")
+            .ok();
         store.data_mut().memory = Some(memory);
         store.data_mut().alloc = Some(alloc);
 
@@ -408,7 +446,8 @@ impl Instance {
             this.guarded(|store| initialize.call(store, ()))?;
         }
         let cfg = this.alloc_and_write(&spec.config)?;
-        let code = this.guarded(|store| init.call(store, (cfg as i32, spec.config.len() as i32)))?;
+        let code =
+            this.guarded(|store| init.call(store, (cfg as i32, spec.config.len() as i32)))?;
         this.free_buffer(cfg, spec.config.len() as u32)?;
         if code != 0 {
             return Err(Failure::InitFailed(code));
@@ -441,7 +480,11 @@ impl Instance {
         let memory = self.store.data().memory.expect("set at start");
         memory
             .write(&mut self.store, ptr as u32 as usize, bytes)
-            .map_err(|_| Failure::Setup(format!("pulp_alloc({len}) returned {ptr}, outside linear memory")))?;
+            .map_err(|_| {
+                Failure::Setup(format!(
+                    "pulp_alloc({len}) returned {ptr}, outside linear memory"
+                ))
+            })?;
         Ok(ptr as u32)
     }
 
@@ -494,11 +537,9 @@ impl Instance {
     fn alloc_sized(&mut self, size: u32) -> Result<u32, Failure> {
         let alloc = self.store.data().alloc.clone().expect("set at start");
         let ptr = self.guarded(|store| alloc.call(store, size as i32))?;
-        let fits = self
-            .store
-            .data()
-            .memory
-            .is_some_and(|m| (ptr as u32 as usize).saturating_add(size as usize) <= m.data_size(&self.store));
+        let fits = self.store.data().memory.is_some_and(|m| {
+            (ptr as u32 as usize).saturating_add(size as usize) <= m.data_size(&self.store)
+        });
         if ptr == 0 || !fits {
             return Err(Failure::Setup(format!(
                 "pulp_alloc({size}) for the step envelope returned {ptr}"

@@ -2,17 +2,17 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pulp_ext_api::SetupEnv;
 use wasmtime::Module;
 
+use super::Runtime;
 use super::events::{CellMsg, Delivery, Pump, Route};
 use super::instance::{CellSpec, Failure, Instance, link_check};
-use super::Runtime;
 use crate::manifest::{Manifest, RestartPolicy};
 use crate::msgpack;
 use crate::registry::{Entry, Registry};
@@ -128,7 +128,12 @@ impl Host {
             let routes: Vec<Route> = specs
                 .iter()
                 .zip(&queues)
-                .filter(|(spec, _)| spec.capabilities.declared.iter().any(|e| Arc::ptr_eq(e, entry)))
+                .filter(|(spec, _)| {
+                    spec.capabilities
+                        .declared
+                        .iter()
+                        .any(|e| Arc::ptr_eq(e, entry))
+                })
                 .map(|(spec, (tx, _))| Route {
                     cell: Arc::clone(&spec.name),
                     max_message_bytes: spec.max_message_bytes,
@@ -182,7 +187,11 @@ impl Host {
         for (name, declared) in &stopped {
             for entry in declared {
                 if let Err(e) = entry.handle.teardown_cell(name) {
-                    tracing::error!(cell = &**name, capability = entry.name(), "teardown_cell failed: {e}");
+                    tracing::error!(
+                        cell = &**name,
+                        capability = entry.name(),
+                        "teardown_cell failed: {e}"
+                    );
                 }
             }
         }
@@ -236,7 +245,10 @@ fn supervise(
             RestartPolicy::Always => true,
         };
         if !restart {
-            tracing::warn!(cell, "cell stopped (restart = {policy}); other cells keep running");
+            tracing::warn!(
+                cell,
+                "cell stopped (restart = {policy}); other cells keep running"
+            );
             for entry in &spec.capabilities.declared {
                 if let Err(e) = entry.handle.teardown_cell(cell) {
                     tracing::error!(cell, capability = entry.name(), "teardown_cell failed: {e}");
@@ -248,7 +260,11 @@ fn supervise(
         if started.elapsed() >= HEALTHY_RUN {
             backoff = FIRST_BACKOFF;
         }
-        tracing::info!(cell, "restarting in {} ms (restart = {policy})", backoff.as_millis());
+        tracing::info!(
+            cell,
+            "restarting in {} ms (restart = {policy})",
+            backoff.as_millis()
+        );
         let deadline = Instant::now() + backoff;
         loop {
             match queue.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
@@ -313,7 +329,11 @@ fn run(
                 if let Some((entry, id)) = &delivery.source
                     && let Err(e) = entry.handle.finalize(*id)
                 {
-                    tracing::error!(cell, capability = entry.name(), "finalize({id}) failed: {e}");
+                    tracing::error!(
+                        cell,
+                        capability = entry.name(),
+                        "finalize({id}) failed: {e}"
+                    );
                 }
                 result
             }

@@ -11,16 +11,20 @@ impl Capability for Greet {
     }
 
     fn provider(&self) -> &str {
-        "pulp-ext-demo"
+        "pulp-fixture-greet-v2"
     }
 
     fn imports(&self) -> Vec<HostImport> {
         vec![
-            HostImport::new("demo_greet", &[ValType::I32, ValType::I32], |guest, args| {
-                let name = guest.read_str_arg(args, 0)?;
-                tracing::info!("howdy, {name}! (cell {})", guest.cell());
-                Ok(())
-            }),
+            HostImport::new(
+                "demo_greet",
+                &[ValType::I32, ValType::I32],
+                |guest, args| {
+                    let name = guest.read_str_arg(args, 0)?;
+                    tracing::info!("howdy, {name}! (cell {})", guest.cell());
+                    Ok(())
+                },
+            ),
             HostImport::new("demo_noop", &[], |_, _| Ok(())),
         ]
     }

@@ -1,0 +1,169 @@
+//! Hostile cells and a panicking extension: each fails alone, the host and the
+//! other cells keep going.
+
+use pulp_e2e::{Pulp, Scratch, cell, count, run};
+
+fn storage(scratch: &Scratch) -> String {
+    scratch.path().join("data").display().to_string()
+}
+
+#[test]
+fn trap_in_init_with_restart_never_stops_only_that_cell() {
+    let scratch = Scratch::new();
+    let (bad, hb) = (cell("trap-init"), cell("heartbeat"));
+    let pulp = Pulp::start(&[
+        "-manifest",
+        bad.to_str().unwrap(),
+        "-manifest",
+        hb.to_str().unwrap(),
+        "-storage-root",
+        &storage(&scratch),
+    ]);
+    let crash = pulp.wait_for(&["cell crashed", "cell=\"trap-init\""]);
+    assert!(crash.contains("trapped"), "{crash}");
+    pulp.wait_for(&["cell stopped (restart = never)", "cell=\"trap-init\""]);
+    // The panic message the cell printed reached the log.
+    pulp.wait_for(&["trap-init: boom"]);
+    // The other cell keeps stepping after the crash.
+    let steps_then = count(&pulp.log(), "envelope=ok");
+    pulp.wait_for_n(&["envelope=ok"], steps_then + 5);
+    let (status, log) = pulp.stop("TERM");
+    assert!(status.success(), "{log}");
+    assert_eq!(count(&log, "restarting in"), 0, "{log}");
+}
+
+#[test]
+fn trap_in_step_restarts_on_crash_with_backoff() {
+    let scratch = Scratch::new();
+    let bad = cell("trap-step");
+    let pulp = Pulp::start(&[
+        "-manifest",
+        bad.to_str().unwrap(),
+        "-storage-root",
+        &storage(&scratch),
+    ]);
+    pulp.wait_for_n(&["cell crashed", "cell=\"trap-step\""], 2);
+    let log = pulp.log();
+    assert!(count(&log, "trap-step init") >= 2, "not restarted:\n{log}");
+    // Backoff doubles between restarts.
+    let delays: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split("restarting in ").nth(1))
+        .map(|rest| rest.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(&delays[..2], ["100", "200"], "{log}");
+}
+
+#[test]
+fn a_runaway_step_is_interrupted_and_restarted_while_another_cell_steps() {
+    let scratch = Scratch::new();
+    let (spin, hb) = (cell("loop-step"), cell("heartbeat"));
+    let pulp = Pulp::start(&[
+        "-manifest",
+        spin.to_str().unwrap(),
+        "-manifest",
+        hb.to_str().unwrap(),
+        "-storage-root",
+        &storage(&scratch),
+    ]);
+    let crash = pulp.wait_for(&["cell crashed", "cell=\"loop-step\""]);
+    assert!(crash.contains("call_timeout_ms = 300"), "{crash}");
+    pulp.wait_for_n(&["loop-step init"], 2);
+    let steps_then = count(&pulp.log(), "envelope=ok");
+    pulp.wait_for_n(&["envelope=ok"], steps_then + 5);
+    let (status, log) = pulp.stop("INT");
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn a_runaway_init_is_interrupted() {
+    let scratch = Scratch::new();
+    let manifest = scratch.manifest_variant("loop-step", "spin-init.toml", |t| {
+        t.replace("spin_in = \"step\"", "spin_in = \"init\"")
+            .replace("restart = \"on_crash\"", "restart = \"never\"")
+    });
+    let pulp = Pulp::start(&[
+        "-manifest",
+        manifest.to_str().unwrap(),
+        "-storage-root",
+        &storage(&scratch),
+    ]);
+    let crash = pulp.wait_for(&["cell crashed", "cell=\"loop-step\""]);
+    assert!(crash.contains("call_timeout_ms"), "{crash}");
+    pulp.wait_for(&["cell stopped (restart = never)"]);
+    let (status, _) = pulp.stop("TERM");
+    assert!(status.success());
+}
+
+#[test]
+fn memory_growth_stops_at_max_memory_pages() {
+    let scratch = Scratch::new();
+    let bomb = cell("memory-bomb");
+    let pulp = Pulp::start(&[
+        "-manifest",
+        bomb.to_str().unwrap(),
+        "-storage-root",
+        &storage(&scratch),
+    ]);
+    let line = pulp.wait_for(&["memory-bomb refused at pages="]);
+    let pages: u64 = line
+        .split("pages=")
+        .nth(1)
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(pages, 64, "{line}");
+    pulp.wait_for(&["cell started", "cell=\"memory-bomb\""]);
+}
+
+#[test]
+fn an_import_nobody_provides_fails_start_up_naming_it() {
+    let scratch = Scratch::new();
+    let bad = cell("unknown-import");
+    let (status, log) = run(&[
+        "-manifest",
+        bad.to_str().unwrap(),
+        "-storage-root",
+        &storage(&scratch),
+    ]);
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains(
+            "cell unknown-import imports pulp.no_such_import, which no capability provides"
+        ),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_panicking_extension_import_fails_the_call_not_the_host() {
+    let scratch = Scratch::new();
+    scratch.install("pulp-fixture-ext-panic", "libpanicky.so");
+    scratch.write(
+        "exts/extensions.toml",
+        "[[extension]]\nname = \"panic\"\nlibrary = \"panicky\"\n",
+    );
+    let (panicky, hb) = (cell("panicky"), cell("heartbeat"));
+    let exts = scratch.ext_dir();
+    let pulp = Pulp::start(&[
+        "--ext-dir",
+        exts.to_str().unwrap(),
+        "-manifest",
+        panicky.to_str().unwrap(),
+        "-manifest",
+        hb.to_str().unwrap(),
+        "-storage-root",
+        &storage(&scratch),
+    ]);
+    pulp.wait_for(&["panic_now returned 5", "cell=\"panicky\""]);
+    let logged = pulp.wait_for(&["host import panicked: panic_now was called"]);
+    assert!(logged.contains("extension=\"panic\""), "{logged}");
+    pulp.wait_for(&["panic_ok returned 0"]);
+    pulp.wait_for(&["panicky step=3"]);
+    pulp.wait_for(&["heartbeat call=3 envelope=ok"]);
+    let (status, log) = pulp.stop("TERM");
+    assert!(status.success(), "{log}");
+}

@@ -235,6 +235,9 @@ pub mod __private {
         capabilities: fn() -> Vec<Box<dyn Capability>>,
     ) -> RResult<RVec<CapabilityFfi>, RString> {
         crate::logging::install(host);
+        // The library's own copy of std prints panics to stderr by default; send them
+        // to the host log instead, where they carry the extension's name.
+        std::panic::set_hook(Box::new(|info| tracing::error!("{info}")));
         match catch_unwind(AssertUnwindSafe(capabilities)) {
             Ok(list) => RResult::ROk(list.into_iter().map(boxed_ffi).collect()),
             Err(_) => RResult::RErr("the extension's capabilities() panicked".into()),

@@ -115,6 +115,22 @@ impl Scratch {
         self.path().join("exts")
     }
 
+    /// The command line that runs `manifests` with storage in this directory, and
+    /// with its `exts/` when one exists.
+    pub fn args(&self, manifests: &[PathBuf]) -> Vec<String> {
+        let mut args = vec![
+            "--storage-root".to_owned(),
+            self.path().join("data").display().to_string(),
+        ];
+        if self.ext_dir().is_dir() {
+            args.extend(["--ext-dir".to_owned(), self.ext_dir().display().to_string()]);
+        }
+        for manifest in manifests {
+            args.extend(["-manifest".to_owned(), manifest.display().to_string()]);
+        }
+        args
+    }
+
     /// A copy of a testdata manifest with `extra` appended before its `[config]`
     /// (or at the end) and `wasm` made absolute, so it can live in the scratch dir.
     pub fn manifest_variant(
@@ -153,7 +169,7 @@ pub struct Pulp {
     log: Arc<(Mutex<Vec<String>>, Condvar)>,
 }
 
-pub fn pulp_command(args: &[&str]) -> Command {
+pub fn pulp_command<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Command {
     let mut command = Command::new(&artifacts().pulp);
     command
         .args(args)
@@ -164,7 +180,7 @@ pub fn pulp_command(args: &[&str]) -> Command {
 }
 
 impl Pulp {
-    pub fn start(args: &[&str]) -> Pulp {
+    pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Pulp {
         let mut child = pulp_command(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -272,7 +288,7 @@ impl Drop for Pulp {
 }
 
 /// Runs `pulp` to completion (for commands and start-up failures).
-pub fn run(args: &[&str]) -> (ExitStatus, String) {
+pub fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (ExitStatus, String) {
     Pulp::start(args).wait_exit()
 }
 

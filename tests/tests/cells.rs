@@ -3,7 +3,7 @@
 
 use pulp_e2e::{Pulp, Scratch, cell, count};
 
-fn demo_exts(scratch: &Scratch, interval_ms: u64) -> String {
+fn demo_exts(scratch: &Scratch, interval_ms: u64) {
     scratch.install("pulp-ext-demo", "libpulp_ext_demo.so");
     scratch.write(
         "exts/extensions.toml",
@@ -11,23 +11,12 @@ fn demo_exts(scratch: &Scratch, interval_ms: u64) -> String {
             "[[extension]]\nname = \"demo\"\nlibrary = \"pulp_ext_demo\"\n[extension.config]\nticker_interval_ms = {interval_ms}\n"
         ),
     );
-    scratch.ext_dir().display().to_string()
-}
-
-fn storage(scratch: &Scratch) -> String {
-    scratch.path().join("data").display().to_string()
 }
 
 #[test]
 fn heartbeat_sees_envelope_config_and_ticks() {
     let scratch = Scratch::new();
-    let manifest = cell("heartbeat");
-    let pulp = Pulp::start(&[
-        "-manifest",
-        manifest.to_str().unwrap(),
-        "-storage-root",
-        &storage(&scratch),
-    ]);
+    let pulp = Pulp::start(&scratch.args(&[cell("heartbeat")]));
     pulp.wait_for(&["heartbeat call=5 envelope=ok"]);
     let (status, log) = pulp.stop("TERM");
     assert!(status.success(), "exit {status:?}\n{log}");
@@ -65,12 +54,7 @@ fn an_empty_config_is_an_empty_map() {
     let manifest = scratch.manifest_variant("heartbeat", "hb.toml", |text| {
         text.split("[config]").next().unwrap().to_owned()
     });
-    let pulp = Pulp::start(&[
-        "-manifest",
-        manifest.to_str().unwrap(),
-        "-storage-root",
-        &storage(&scratch),
-    ]);
+    let pulp = Pulp::start(&scratch.args(&[manifest]));
     pulp.wait_for(&["config empty"]);
     pulp.wait_for(&["heartbeat call=1 envelope=ok"]);
 }
@@ -78,16 +62,8 @@ fn an_empty_config_is_an_empty_map() {
 #[test]
 fn extension_greets_and_ticker_events_are_delivered_and_finalized() {
     let scratch = Scratch::new();
-    let exts = demo_exts(&scratch, 50);
-    let greeter = cell("greeter");
-    let pulp = Pulp::start(&[
-        "--ext-dir",
-        &exts,
-        "-manifest",
-        greeter.to_str().unwrap(),
-        "--storage-root",
-        &storage(&scratch),
-    ]);
+    demo_exts(&scratch, 50);
+    let pulp = Pulp::start(&scratch.args(&[cell("greeter")]));
     // The dylib's tracing output reaches the host log, tagged with the extension.
     let greeting = pulp.wait_for(&["hello, pulp! (cell greeter)"]);
     assert!(greeting.contains("extension=\"demo\""), "{greeting}");
@@ -128,16 +104,8 @@ fn extension_greets_and_ticker_events_are_delivered_and_finalized() {
 #[test]
 fn undeclared_capability_imports_get_99() {
     let scratch = Scratch::new();
-    let exts = demo_exts(&scratch, 1000);
-    let undeclared = cell("undeclared");
-    let pulp = Pulp::start(&[
-        "--ext-dir",
-        &exts,
-        "-manifest",
-        undeclared.to_str().unwrap(),
-        "--storage-root",
-        &storage(&scratch),
-    ]);
+    demo_exts(&scratch, 1000);
+    let pulp = Pulp::start(&scratch.args(&[cell("undeclared")]));
     pulp.wait_for(&["demo_greet returned 99", "cell=\"undeclared\""]);
     // The stub never reached the extension.
     assert_eq!(count(&pulp.log(), "hello, x!"), 0);
@@ -146,16 +114,8 @@ fn undeclared_capability_imports_get_99() {
 #[test]
 fn out_of_bounds_pointers_get_code_2_and_the_cell_lives() {
     let scratch = Scratch::new();
-    let exts = demo_exts(&scratch, 1000);
-    let bad = cell("bad-pointer");
-    let pulp = Pulp::start(&[
-        "--ext-dir",
-        &exts,
-        "-manifest",
-        bad.to_str().unwrap(),
-        "--storage-root",
-        &storage(&scratch),
-    ]);
+    demo_exts(&scratch, 1000);
+    let pulp = Pulp::start(&scratch.args(&[cell("bad-pointer")]));
     pulp.wait_for(&["bad-pointer alive"]);
     let log = pulp.log();
     assert!(log.contains("log oob returned 2"), "{log}");
@@ -166,20 +126,8 @@ fn out_of_bounds_pointers_get_code_2_and_the_cell_lives() {
 #[test]
 fn several_cells_run_side_by_side() {
     let scratch = Scratch::new();
-    let exts = demo_exts(&scratch, 50);
-    let (hb, greeter, hello) = (cell("heartbeat"), cell("greeter"), cell("hello"));
-    let pulp = Pulp::start(&[
-        "--ext-dir",
-        &exts,
-        "-manifest",
-        hb.to_str().unwrap(),
-        "-manifest",
-        greeter.to_str().unwrap(),
-        "-manifest",
-        hello.to_str().unwrap(),
-        "--storage-root",
-        &storage(&scratch),
-    ]);
+    demo_exts(&scratch, 50);
+    let pulp = Pulp::start(&scratch.args(&[cell("heartbeat"), cell("greeter"), cell("hello")]));
     pulp.wait_for(&["heartbeat call=3 envelope=ok", "cell=\"heartbeat\""]);
     pulp.wait_for(&["ticker seq=3", "cell=\"greeter\""]);
     pulp.wait_for(&["hello greet returned 0", "cell=\"hello\""]);
@@ -208,16 +156,8 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[test]
 fn an_idle_host_uses_no_cpu() {
     let scratch = Scratch::new();
-    let exts = demo_exts(&scratch, 1000);
-    let hello = cell("hello");
-    let pulp = Pulp::start(&[
-        "--ext-dir",
-        &exts,
-        "-manifest",
-        hello.to_str().unwrap(),
-        "--storage-root",
-        &storage(&scratch),
-    ]);
+    demo_exts(&scratch, 1000);
+    let pulp = Pulp::start(&scratch.args(&[cell("hello")]));
     pulp.wait_for(&["cell started", "cell=\"hello\""]);
     std::thread::sleep(std::time::Duration::from_millis(500));
     let before = cpu_ticks(pulp.pid());

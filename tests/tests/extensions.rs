@@ -124,16 +124,7 @@ fn sha256_pins_are_enforced() {
         format!("{}sha256 = \"{actual}\"\n", demo_entry("pulp_ext_demo")),
     );
     let hello = cell("hello");
-    let exts = scratch.ext_dir();
-    let storage = scratch.path().join("data");
-    let pulp = Pulp::start(&[
-        "--ext-dir",
-        exts.to_str().unwrap(),
-        "-manifest",
-        hello.to_str().unwrap(),
-        "--storage-root",
-        storage.to_str().unwrap(),
-    ]);
+    let pulp = Pulp::start(&scratch.args(&[hello]));
     pulp.wait_for(&["hello, pulp! (cell hello)"]);
 }
 
@@ -167,8 +158,6 @@ fn two_providers_need_a_pin() {
 fn a_pin_picks_one_of_two_providers() {
     let scratch = Scratch::new();
     two_greeters(&scratch);
-    let storage = scratch.path().join("data");
-    let exts = scratch.ext_dir();
     for (provider, greeting) in [
         ("pulp-fixture-greet-v2", "howdy, pulp!"),
         ("pulp-ext-demo", "hello, pulp!"),
@@ -176,14 +165,7 @@ fn a_pin_picks_one_of_two_providers() {
         let manifest = scratch.manifest_variant("hello", "hello.toml", |t| {
             format!("{t}\n[providers]\n\"demo.greet\" = \"{provider}\"\n")
         });
-        let pulp = Pulp::start(&[
-            "--ext-dir",
-            exts.to_str().unwrap(),
-            "-manifest",
-            manifest.to_str().unwrap(),
-            "--storage-root",
-            storage.to_str().unwrap(),
-        ]);
+        let pulp = Pulp::start(&scratch.args(&[manifest]));
         pulp.wait_for(&[greeting, "(cell hello)"]);
     }
 
@@ -191,14 +173,7 @@ fn a_pin_picks_one_of_two_providers() {
     let bad = scratch.manifest_variant("hello", "bad-pin.toml", |t| {
         format!("{t}\n[providers]\n\"demo.greet\" = \"pulp-nobody\"\n")
     });
-    let (status, log) = run(&[
-        "--ext-dir",
-        exts.to_str().unwrap(),
-        "-manifest",
-        bad.to_str().unwrap(),
-        "--storage-root",
-        storage.to_str().unwrap(),
-    ]);
+    let (status, log) = run(&scratch.args(&[bad]));
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(
         log.contains("pins \"demo.greet\" to \"pulp-nobody\", which does not provide it"),

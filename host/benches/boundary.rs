@@ -1,0 +1,160 @@
+//! What crossing into the host costs a cell.
+//!
+//! - `import/builtin` vs `import/dylib`: one `pulp_step` that calls a no-op host
+//!   import 1000 times, the import compiled into the host or loaded from the
+//!   `ext-demo` library. Both go through the same `Capability` boundary object.
+//! - `step/tick` and `step/event`: one step round trip, empty and with a small event.
+//!
+//! Run: `cargo bench -p pulp-host --bench boundary`
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use pulp_ext_api::{Capability, CapabilityHandle, HostImport};
+use pulp_host::manifest::Manifest;
+use pulp_host::registry::Registry;
+use pulp_host::runtime::{Instance, Runtime, prepare};
+use pulp_host::{builtin, extensions};
+
+const CALLS_PER_STEP: u32 = 1000;
+
+struct BenchNoop;
+
+impl Capability for BenchNoop {
+    fn name(&self) -> &str {
+        "bench.noop"
+    }
+
+    fn provider(&self) -> &str {
+        builtin::PROVIDER
+    }
+
+    fn imports(&self) -> Vec<HostImport> {
+        vec![HostImport::new("bench_noop", &[], |_, _| Ok(()))]
+    }
+}
+
+/// A cell whose every step calls `import` CALLS_PER_STEP times (0: never).
+fn cell_wat(import: Option<&str>) -> String {
+    let (decl, body) = match import {
+        Some(name) => (
+            format!(r#"(import "pulp" "{name}" (func $f (result i32)))"#),
+            format!(
+                "(local $n i32) (local.set $n (i32.const {CALLS_PER_STEP}))
+                 (loop $l (drop (call $f))
+                   (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))"
+            ),
+        ),
+        None => (String::new(), String::new()),
+    };
+    format!(
+        r#"(module {decl}
+            (memory (export "memory") 1)
+            (global $next (mut i32) (i32.const 1024))
+            (func (export "pulp_alloc") (param $size i32) (result i32)
+              (global.get $next)
+              (global.set $next (i32.add (global.get $next) (local.get $size))))
+            (func (export "pulp_init") (param i32 i32) (result i32) i32.const 0)
+            (func (export "pulp_step") (param i32 i32) (result i32) {body} i32.const 0))"#
+    )
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The demo extension, built in release mode like the bench itself.
+fn demo_extension(dir: &Path) -> PathBuf {
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--release", "-p", "pulp-ext-demo"])
+        .current_dir(workspace())
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building ext-demo failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    let config = dir.join("extensions.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[extension]]\nname = \"demo\"\nlibrary = {:?}\n",
+            target
+                .join("release")
+                .join("libpulp_ext_demo.so")
+                .display()
+                .to_string()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn instance(
+    runtime: &Arc<Runtime>,
+    registry: &Registry,
+    dir: &Path,
+    name: &str,
+    caps: &str,
+    import: Option<&str>,
+) -> Instance {
+    std::fs::write(dir.join(format!("{name}.wat")), cell_wat(import)).unwrap();
+    let manifest = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &manifest,
+        format!("name = \"{name}\"\nversion = \"0.1.0\"\nwasm = \"{name}.wat\"\ncapabilities = [{caps}]\n"),
+    )
+    .unwrap();
+    let manifest = Manifest::load(&manifest).unwrap();
+    let spec = prepare(runtime, registry, &manifest, 1).unwrap();
+    Instance::start(runtime, &spec).unwrap()
+}
+
+fn boundary(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_extension(dir.path());
+    let loaded = extensions::load(&config, None).unwrap();
+    let mut builtins = builtin::all();
+    builtins.push(CapabilityHandle::builtin(BenchNoop).unwrap());
+    let registry = Registry::new(builtins, loaded).unwrap();
+    let runtime = Arc::new(Runtime::new().unwrap());
+
+    let mut builtin_cell = instance(
+        &runtime,
+        &registry,
+        dir.path(),
+        "builtin",
+        "\"bench.noop\"",
+        Some("bench_noop"),
+    );
+    let mut dylib_cell = instance(
+        &runtime,
+        &registry,
+        dir.path(),
+        "dylib",
+        "\"demo.greet\"",
+        Some("demo_noop"),
+    );
+    let mut plain_cell = instance(&runtime, &registry, dir.path(), "plain", "", None);
+
+    let mut group = c.benchmark_group("import");
+    group.bench_function("builtin", |b| b.iter(|| builtin_cell.step(None).unwrap()));
+    group.bench_function("dylib", |b| b.iter(|| dylib_cell.step(None).unwrap()));
+    group.finish();
+
+    // {seq: 1, cell: "bench"}: about the size of a demo.ticker event.
+    let payload = b"\x82\xa3seq\x01\xa4cell\xa5bench";
+    let mut group = c.benchmark_group("step");
+    group.bench_function("tick", |b| b.iter(|| plain_cell.step(None).unwrap()));
+    group.bench_function("event", |b| {
+        b.iter(|| plain_cell.step(Some(("bench.event", payload))).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, boundary);
+criterion_main!(benches);

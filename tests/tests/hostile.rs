@@ -176,3 +176,28 @@ fn restart_policies_tell_an_exit_from_a_crash() {
         "{log}"
     );
 }
+
+#[test]
+fn a_stopped_cell_is_torn_down_once_while_running() {
+    let scratch = Scratch::new();
+    scratch.install("pulp-ext-demo", "libpulp_ext_demo.so");
+    scratch.write(
+        "exts/extensions.toml",
+        "[[extension]]\nname = \"demo\"\nlibrary = \"pulp_ext_demo\"\n",
+    );
+    scratch.write("quitter.wat", EXITING_CELL.replace("EXIT_CODE", "1"));
+    let quitter = scratch.write(
+        "quitter.toml",
+        "name = \"quitter\"\nversion = \"0.1.0\"\nwasm = \"quitter.wat\"\ntick_ms = 20\n\
+         restart = \"never\"\ncapabilities = [\"demo.ticker\"]\n",
+    );
+    let pulp = Pulp::start(&scratch.args(&[quitter, cell("heartbeat")]));
+    // teardown_cell runs when the cell stops, not at host shutdown...
+    pulp.wait_for(&["ticker stopped for cell quitter"]);
+    pulp.wait_for(&["heartbeat call=3 envelope=ok"]);
+    let (status, log) = pulp.stop("TERM");
+    assert!(status.success(), "{log}");
+    // ...and only once.
+    assert_eq!(count(&log, "ticker stopped for cell quitter"), 1, "{log}");
+    assert!(log.contains("demo teardown:"), "{log}");
+}

@@ -27,7 +27,8 @@ const HEALTHY_RUN: Duration = Duration::from_secs(30);
 struct Cell {
     name: Arc<str>,
     queue: std::sync::mpsc::SyncSender<CellMsg>,
-    thread: JoinHandle<()>,
+    /// Yields whether the cell already stopped for good (and had `teardown_cell`).
+    thread: JoinHandle<bool>,
     declared: Vec<Arc<Entry>>,
 }
 
@@ -178,8 +179,10 @@ impl Host {
         }
         let mut stopped = Vec::new();
         for cell in self.cells {
-            let _ = cell.thread.join();
-            stopped.push((cell.name, cell.declared));
+            let torn_down = cell.thread.join().unwrap_or(false);
+            if !torn_down {
+                stopped.push((cell.name, cell.declared));
+            }
         }
         for pump in self.pumps {
             pump.stop();
@@ -209,14 +212,15 @@ enum Outcome {
     Failed(Failure),
 }
 
-/// A cell's thread: start, step, restart per policy, until shutdown.
+/// A cell's thread: start, step, restart per policy, until shutdown. Returns true
+/// when the cell stopped for good before shutdown and was already torn down.
 fn supervise(
     runtime: &Arc<Runtime>,
     spec: &CellSpec,
     policy: RestartPolicy,
     tick: Duration,
     queue: &Receiver<CellMsg>,
-) {
+) -> bool {
     let cell = &*spec.name;
     let mut backlog: VecDeque<Delivery> = VecDeque::new();
     let mut backoff = FIRST_BACKOFF;
@@ -230,7 +234,7 @@ fn supervise(
             Err(failure) => Outcome::Failed(failure),
         };
         let failure = match outcome {
-            Outcome::Shutdown => return,
+            Outcome::Shutdown => return false,
             Outcome::Failed(failure) => failure,
         };
         let crashed = !matches!(failure, Failure::Exit(0));
@@ -255,7 +259,7 @@ fn supervise(
                 }
             }
             // Dropping the queue makes producers see the cell is gone.
-            return;
+            return true;
         }
         if started.elapsed() >= HEALTHY_RUN {
             backoff = FIRST_BACKOFF;
@@ -269,7 +273,7 @@ fn supervise(
         loop {
             match queue.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(CellMsg::Event(d)) => backlog.push_back(d),
-                Ok(CellMsg::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(CellMsg::Shutdown) | Err(RecvTimeoutError::Disconnected) => return false,
                 Err(RecvTimeoutError::Timeout) => break,
             }
         }

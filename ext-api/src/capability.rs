@@ -48,6 +48,10 @@ pub trait Capability: Send + Sync + 'static {
     }
     /// One cell stopped while others keep running.
     fn teardown_cell(&self, _cell: &str) {}
+    /// An instance of the cell trapped, timed out or exited; it may be restarted.
+    /// Work the capability holds for that instance (a pending reply, an open
+    /// connection) will not be answered by it.
+    fn cell_failed(&self, _cell: &str) {}
     /// The host is shutting down.
     fn teardown(&self) {}
     /// The next pending event, if any. Called after [`HostHandle::wake`], until `None`.
@@ -196,6 +200,10 @@ pub struct SetupEnv {
     /// This library's `[extension.config]` table (empty map for built-ins), as MessagePack.
     pub ext_config: Vec<u8>,
     pub max_message_bytes: u64,
+    /// The cell's `call_timeout_ms`: how long one call into it may run.
+    pub call_timeout_ms: u64,
+    /// The cell's `allowed_outbound_hosts`.
+    pub allowed_outbound_hosts: Vec<String>,
     /// Logs to the host (tagged with the extension) and wakes it to poll this capability.
     pub host: HostHandle,
 }
@@ -223,6 +231,8 @@ pub struct SetupEnvFfi {
     cell_config: RSlice<'static, u8>,
     ext_config: RSlice<'static, u8>,
     max_message_bytes: u64,
+    call_timeout_ms: u64,
+    allowed_outbound_hosts: RSlice<'static, RString>,
     #[sabi(last_prefix_field)]
     host: HostHandle,
 }
@@ -246,6 +256,7 @@ pub struct CapabilityVTable {
     setup: unsafe extern "C" fn(this: *const c_void, env: SetupEnvFfiRef) -> RResult<(), RString>,
     teardown_cell:
         unsafe extern "C" fn(this: *const c_void, cell: RStr<'_>) -> RResult<(), RString>,
+    cell_failed: unsafe extern "C" fn(this: *const c_void, cell: RStr<'_>) -> RResult<(), RString>,
     teardown: unsafe extern "C" fn(this: *const c_void) -> RResult<(), RString>,
     poll: unsafe extern "C" fn(this: *const c_void) -> RResult<ROption<StepEventFfi>, RString>,
     #[sabi(last_prefix_field)]
@@ -276,6 +287,7 @@ const CAPABILITY_VTABLE: &WithMetadata<CapabilityVTable> = &WithMetadata::new(Ca
     describe: cap_describe,
     setup: cap_setup,
     teardown_cell: cap_teardown_cell,
+    cell_failed: cap_cell_failed,
     teardown: cap_teardown,
     poll: cap_poll,
     finalize: cap_finalize,
@@ -335,6 +347,12 @@ unsafe extern "C" fn cap_setup(ptr: *const c_void, env: SetupEnvFfiRef) -> RResu
             cell_config: env.cell_config().to_vec(),
             ext_config: env.ext_config().to_vec(),
             max_message_bytes: env.max_message_bytes(),
+            call_timeout_ms: env.call_timeout_ms(),
+            allowed_outbound_hosts: env
+                .allowed_outbound_hosts()
+                .iter()
+                .map(|h| h.as_str().to_owned())
+                .collect(),
             host: env.host(),
         };
         cap.setup(&env)
@@ -345,6 +363,14 @@ unsafe extern "C" fn cap_teardown_cell(ptr: *const c_void, cell: RStr<'_>) -> RR
     let cap = unsafe { this(ptr) };
     guarded("teardown_cell", || {
         cap.teardown_cell(cell.as_str());
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn cap_cell_failed(ptr: *const c_void, cell: RStr<'_>) -> RResult<(), RString> {
+    let cap = unsafe { this(ptr) };
+    guarded("cell_failed", || {
+        cap.cell_failed(cell.as_str());
         Ok(())
     })
 }
@@ -438,6 +464,11 @@ impl CapabilityHandle {
 
     pub fn setup(&self, env: &SetupEnv) -> Result<(), String> {
         let storage_dir = env.storage_dir.to_string_lossy();
+        let hosts: Vec<RString> = env
+            .allowed_outbound_hosts
+            .iter()
+            .map(|h| RString::from(h.as_str()))
+            .collect();
         // The 'static in SetupEnvFfi is a lie kept inside this call: the callee copies
         // everything out (see `cap_setup`) before it returns.
         let fields = unsafe {
@@ -448,6 +479,8 @@ impl CapabilityHandle {
                 cell_config: RSlice::from_slice(extend(env.cell_config.as_slice())),
                 ext_config: RSlice::from_slice(extend(env.ext_config.as_slice())),
                 max_message_bytes: env.max_message_bytes,
+                call_timeout_ms: env.call_timeout_ms,
+                allowed_outbound_hosts: RSlice::from_slice(extend(hosts.as_slice())),
                 host: env.host,
             }
         };
@@ -459,6 +492,12 @@ impl CapabilityHandle {
 
     pub fn teardown_cell(&self, cell: &str) -> Result<(), String> {
         unsafe { (self.ffi.vtable.teardown_cell())(self.ffi.this, RStr::from_str(cell)) }
+            .into_result()
+            .map_err(RString::into_string)
+    }
+
+    pub fn cell_failed(&self, cell: &str) -> Result<(), String> {
+        unsafe { (self.ffi.vtable.cell_failed())(self.ffi.this, RStr::from_str(cell)) }
             .into_result()
             .map_err(RString::into_string)
     }

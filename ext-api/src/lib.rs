@@ -265,6 +265,9 @@ pub mod __private {
             fn teardown_cell(&self, cell: &str) {
                 self.0.teardown_cell(cell)
             }
+            fn cell_failed(&self, cell: &str) {
+                self.0.cell_failed(cell)
+            }
             fn teardown(&self) {
                 self.0.teardown()
             }

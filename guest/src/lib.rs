@@ -4,8 +4,18 @@
 //! its type in [`export_cell!`], which generates the exports the host calls
 //! (`pulp_alloc`, `pulp_free`, `pulp_init`, `pulp_step`, `pulp_shutdown`).
 //! Host imports are wrapped in modules: [`log`] (always available),
-//! [`demo`] (the example extension's `demo.greet`), and [`raw`] for the
-//! unchecked declarations.
+//! [`http`] (`transport.http.inbound` and `transport.http.outbound`),
+//! [`ws`] (`transport.ws.inbound`), [`sse`] (`transport.sse`), [`demo`]
+//! (the example extension's `demo.greet`), and [`raw`] for the unchecked
+//! declarations. The transport modules also hold typed payloads for their
+//! events, each naming its kind: `event.decode::<http::Request>()` when
+//! `event.kind() == http::Request::KIND`.
+//!
+//! Imports that return data (`http_fetch`, or an extension's) take two
+//! out-pointers: the host allocates the result with `pulp_alloc` and stores
+//! its pointer and length there. [`HostBuf::receive`] makes that call and
+//! owns the result, freeing it on drop the way `pulp_alloc` allocated it;
+//! wrap an extension's import the same way.
 //!
 //! ```toml
 //! # Cargo.toml
@@ -46,17 +56,22 @@
 //! Build with `cargo build --release --target wasm32-wasip1`; the manifest's
 //! `wasm` points at `target/wasm32-wasip1/release/<crate>.wasm`.
 
+mod buf;
 mod code;
 mod config;
 pub mod demo;
 mod error;
+pub mod http;
 pub mod log;
 pub mod msgpack;
 pub mod raw;
 #[doc(hidden)]
 pub mod rt;
+pub mod sse;
 mod step;
+pub mod ws;
 
+pub use buf::HostBuf;
 pub use code::Code;
 pub use config::Config;
 pub use error::Error;

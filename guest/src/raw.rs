@@ -2,8 +2,12 @@
 //! wrappers never would (out-of-bounds pointers, negative lengths).
 //!
 //! Pointers and lengths are `i32` offsets into linear memory; every function
-//! returns a [`Code`](crate::Code) as a raw `i32`. Calling them is `unsafe`
-//! only because they are foreign functions: the host checks every pointer.
+//! returns a [`Code`] as a raw `i32`. Calling them is `unsafe` only because
+//! they are foreign functions: the host checks every pointer.
+
+use serde::Serialize;
+
+use crate::Code;
 
 #[link(wasm_import_module = "pulp")]
 extern "C" {
@@ -13,10 +17,52 @@ extern "C" {
     pub fn demo_greet(name_ptr: i32, name_len: i32) -> i32;
     /// `demo.greet`: does nothing; measures the cost of an import call.
     pub fn demo_noop() -> i32;
+
+    /// `transport.http.inbound`: req = `{method, path}`.
+    pub fn http_register(req_ptr: i32, req_len: i32) -> i32;
+    /// `transport.http.inbound`: resp = `{id, status, headers, body, cookies?}`.
+    pub fn http_respond(resp_ptr: i32, resp_len: i32) -> i32;
+    /// `transport.http.outbound`: req = `{method, url, headers, body,
+    /// timeout_ns?}`; the response `{status, headers, body}` comes back
+    /// through the out-pointers (see [`HostBuf`](crate::HostBuf)).
+    pub fn http_fetch(req_ptr: i32, req_len: i32, resp_ptr_out: i32, resp_len_out: i32) -> i32;
+
+    /// `transport.ws.inbound`: the raw path bytes.
+    pub fn ws_register(path_ptr: i32, path_len: i32) -> i32;
+    /// `transport.ws.inbound`: req = `{conn_id, opcode, payload}`.
+    pub fn ws_send(req_ptr: i32, req_len: i32) -> i32;
+    /// `transport.ws.inbound`: req = `{conn_id, code, reason}`.
+    pub fn ws_close(req_ptr: i32, req_len: i32) -> i32;
+
+    /// `transport.sse`: the raw path bytes.
+    pub fn sse_register(path_ptr: i32, path_len: i32) -> i32;
+    /// `transport.sse`: req = `{path, id?, event?, data}`.
+    pub fn sse_emit(req_ptr: i32, req_len: i32) -> i32;
 }
 
 /// A byte slice as the `(ptr, len)` pair the imports take.
 pub(crate) fn ptr_len(bytes: &[u8]) -> (i32, i32) {
     // wasm32 addresses and lengths fit in 32 bits; the host reads them as u32.
     (bytes.as_ptr() as usize as i32, bytes.len() as i32)
+}
+
+/// An import that takes one `(ptr, len)` input and returns a code.
+pub(crate) type Import = unsafe extern "C" fn(i32, i32) -> i32;
+
+/// Passes `bytes` to `import`.
+pub(crate) fn call(import: Import, bytes: &[u8]) -> Result<(), Code> {
+    let (ptr, len) = ptr_len(bytes);
+    // SAFETY: a plain host call; ptr/len describe `bytes`, which outlives it.
+    Code::check(unsafe { import(ptr, len) })
+}
+
+/// Passes `value` to `import` as a MessagePack map keyed by field names.
+pub(crate) fn call_encoded<T: Serialize>(import: Import, value: &T) -> Result<(), Code> {
+    call(import, &encode(value))
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // The SDK encodes only structs of strings, integers, maps and bytes,
+    // which rmp-serde always writes into a Vec.
+    rmp_serde::to_vec_named(value).expect("request structs always encode")
 }

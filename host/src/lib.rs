@@ -8,3 +8,4 @@ pub mod manifest;
 pub mod msgpack;
 pub mod registry;
 pub mod runtime;
+pub mod transport;

@@ -8,10 +8,13 @@ use pulp_host::cli::{
 use pulp_host::manifest::Manifest;
 use pulp_host::registry::{Registry, signature};
 use pulp_host::runtime::{Host, Runtime};
+use pulp_host::transport::{self, Transport};
 use pulp_host::{builtin, extensions};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // One TLS crypto provider for the listener and outbound fetches.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::try_parse_from(normalize_args(std::env::args_os())).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         None => run(cli.run),
@@ -43,7 +46,18 @@ fn init_logging(args: &LogArgs) {
     }
 }
 
-fn registry(args: &ExtArgs) -> Result<Registry, String> {
+/// The async runtime for the listener and outbound fetches; cells run on threads
+/// of their own.
+fn async_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("pulp-io")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+fn registry(args: &ExtArgs, transport: &Transport) -> Result<Registry, String> {
     let loaded = match extensions::config_path(args.ext_dir.as_deref(), args.ext_config.as_deref())
     {
         Some(file) => {
@@ -51,7 +65,9 @@ fn registry(args: &ExtArgs) -> Result<Registry, String> {
         }
         None => Vec::new(),
     };
-    Registry::new(builtin::all(), loaded)
+    let mut builtins = builtin::all();
+    builtins.extend(transport.capabilities());
+    Registry::new(builtins, loaded)
 }
 
 fn manifests(args: &RunArgs) -> Result<Vec<Manifest>, String> {
@@ -67,21 +83,56 @@ fn manifests(args: &RunArgs) -> Result<Vec<Manifest>, String> {
 fn run(args: RunArgs) -> Result<(), String> {
     init_logging(&args.ext.log);
     let manifests = manifests(&args)?;
-    let registry = Arc::new(registry(&args.ext)?);
+    let io = async_runtime()?;
+    let transport = Transport::new(io.handle().clone())?;
+    let registry = Arc::new(registry(&args.ext, &transport)?);
     let runtime = Arc::new(Runtime::new().map_err(|e| format!("cannot start wasmtime: {e}"))?);
-    tracing::debug!(
-        port = args.http_port,
-        tls = args.http_cert.is_some(),
-        "no transport capability is built in yet, so no listener is opened"
-    );
-    let host = Host::start(runtime, registry, manifests, &args.storage_root)?;
+    let listening = manifests.iter().any(|m| {
+        m.capabilities
+            .iter()
+            .any(|c| transport::LISTENING.contains(&c.as_str()))
+    });
 
-    let signals = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the signal handler: {e}"))?;
-    let signal = signals.block_on(wait_for_signal())?;
+    let host = Host::start(runtime, registry, manifests, &args.storage_root)?;
+    let conflicts = transport.conflicts();
+    if !conflicts.is_empty() {
+        host.shutdown();
+        return Err(conflicts.join("; "));
+    }
+
+    let stop = axum_server::Handle::new();
+    if listening {
+        let tls = match (&args.http_cert, &args.http_key) {
+            (Some(cert), Some(key)) => Some(transport::Tls {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let bound = io.block_on(async {
+            transport::serve(transport.router(), args.http_port, tls, stop.clone()).await?;
+            stop.listening().await.ok_or_else(|| {
+                format!(
+                    "cannot listen on port {}; is it in use? pick another with --http-port",
+                    args.http_port
+                )
+            })
+        });
+        let addr = match bound {
+            Ok(addr) => addr,
+            Err(e) => {
+                host.shutdown();
+                return Err(e);
+            }
+        };
+        tracing::info!("listening on {scheme}://{addr}");
+    }
+    tracing::info!("ready");
+
+    let signal = io.block_on(wait_for_signal())?;
     tracing::info!("{signal}: shutting down");
+    stop.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
     host.shutdown();
     Ok(())
 }
@@ -99,7 +150,8 @@ async fn wait_for_signal() -> Result<&'static str, String> {
 fn check(args: RunArgs) -> Result<(), String> {
     init_logging(&args.ext.log);
     let manifests = manifests(&args)?;
-    let registry = registry(&args.ext)?;
+    let io = async_runtime()?;
+    let registry = registry(&args.ext, &Transport::new(io.handle().clone())?)?;
     let runtime = Runtime::new().map_err(|e| format!("cannot start wasmtime: {e}"))?;
     for (i, manifest) in manifests.iter().enumerate() {
         let spec = pulp_host::runtime::prepare(&runtime, &registry, manifest, i as u64 + 1)?;
@@ -129,7 +181,8 @@ fn check(args: RunArgs) -> Result<(), String> {
 
 fn ext_list(args: ExtArgs) -> Result<(), String> {
     init_logging(&args.log);
-    let registry = registry(&args)?;
+    let io = async_runtime()?;
+    let registry = registry(&args, &Transport::new(io.handle().clone())?)?;
     for entry in registry.entries() {
         println!(
             "{}  provider={}  from {}",

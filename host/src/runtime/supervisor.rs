@@ -69,7 +69,8 @@ pub fn prepare(
 }
 
 impl Host {
-    /// Validates every cell, runs capability setup, then starts each cell's thread.
+    /// Validates every cell, runs capability setup, then starts each cell's thread and
+    /// returns once every cell has been through its first `pulp_init`.
     pub fn start(
         runtime: Arc<Runtime>,
         registry: Arc<Registry>,
@@ -110,6 +111,8 @@ impl Host {
                     cell_config: spec.config.clone(),
                     ext_config: entry.ext_config.as_ref().clone(),
                     max_message_bytes: manifest.max_message_bytes,
+                    call_timeout_ms: manifest.call_timeout_ms,
+                    allowed_outbound_hosts: manifest.allowed_outbound_hosts.clone(),
                     host: entry.link.handle(),
                 };
                 entry.handle.setup(&env).map_err(|e| {
@@ -147,7 +150,9 @@ impl Host {
         }
 
         let mut cells = Vec::new();
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
         for ((spec, manifest), (tx, rx)) in specs.into_iter().zip(&manifests).zip(queues) {
+            let started = started_tx.clone();
             let declared = spec.capabilities.declared.clone();
             let runtime = Arc::clone(&runtime);
             let policy = manifest.restart;
@@ -155,7 +160,7 @@ impl Host {
             let name = Arc::clone(&spec.name);
             let thread = std::thread::Builder::new()
                 .name(format!("cell-{}", spec.name))
-                .spawn(move || supervise(&runtime, &spec, policy, tick, &rx))
+                .spawn(move || supervise(&runtime, &spec, policy, tick, &rx, started))
                 .map_err(|e| format!("cell {}: cannot start its thread: {e}", manifest.name))?;
             cells.push(Cell {
                 name,
@@ -164,6 +169,9 @@ impl Host {
                 declared,
             });
         }
+        drop(started_tx);
+        // Each cell reports once; a thread that died early closes its sender instead.
+        while started_rx.recv().is_ok() {}
         Ok(Host {
             registry,
             cells,
@@ -220,13 +228,18 @@ fn supervise(
     policy: RestartPolicy,
     tick: Duration,
     queue: &Receiver<CellMsg>,
+    started: std::sync::mpsc::Sender<()>,
 ) -> bool {
+    let mut started = Some(started);
     let cell = &*spec.name;
     let mut backlog: VecDeque<Delivery> = VecDeque::new();
     let mut backoff = FIRST_BACKOFF;
     loop {
-        let started = Instant::now();
-        let outcome = match Instance::start(runtime, spec) {
+        let began = Instant::now();
+        let first = Instance::start(runtime, spec);
+        // Dropping the sender is the report.
+        started.take();
+        let outcome = match first {
             Ok(mut instance) => {
                 tracing::info!(cell, "cell started");
                 run(&mut instance, cell, tick, queue, &mut backlog)
@@ -238,6 +251,11 @@ fn supervise(
             Outcome::Failed(failure) => failure,
         };
         let crashed = !matches!(failure, Failure::Exit(0));
+        for entry in &spec.capabilities.declared {
+            if let Err(e) = entry.handle.cell_failed(cell) {
+                tracing::error!(cell, capability = entry.name(), "cell_failed failed: {e}");
+            }
+        }
         if crashed {
             tracing::error!(cell, "cell crashed: {failure}");
         } else {
@@ -261,7 +279,7 @@ fn supervise(
             // Dropping the queue makes producers see the cell is gone.
             return true;
         }
-        if started.elapsed() >= HEALTHY_RUN {
+        if began.elapsed() >= HEALTHY_RUN {
             backoff = FIRST_BACKOFF;
         }
         tracing::info!(

@@ -1,0 +1,165 @@
+//! `transport.sse`: event streams registered by cells; `sse_emit` goes to every
+//! current subscriber of the path.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use pulp_ext_api::{Capability, Code, HostImport, SetupEnv, ValType};
+use serde::Deserialize;
+use tokio::sync::broadcast;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::BroadcastStream;
+
+use super::Shared;
+
+pub const NAME: &str = "transport.sse";
+
+/// Events buffered per path for subscribers that fall behind; past it they skip ahead.
+const BUFFER: usize = 256;
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+#[derive(Clone, Debug)]
+struct Emitted {
+    id: Option<String>,
+    event: Option<String>,
+    data: String,
+}
+
+struct Stream {
+    cell: String,
+    sender: broadcast::Sender<Emitted>,
+}
+
+#[derive(Default)]
+pub struct Streams {
+    paths: RwLock<HashMap<String, Stream>>,
+}
+
+impl Streams {
+    /// An event stream for `path`, if some cell registered it.
+    pub fn subscribe(&self, path: &str) -> Option<Response> {
+        let receiver = self.paths.read().unwrap().get(path)?.sender.subscribe();
+        // A subscriber that lagged skips what it missed; a closed path ends the stream.
+        let events = BroadcastStream::new(receiver).filter_map(|item| {
+            let emitted = item.ok()?;
+            let mut event = Event::default().data(emitted.data);
+            if let Some(id) = emitted.id {
+                event = event.id(id);
+            }
+            if let Some(name) = emitted.event {
+                event = event.event(name);
+            }
+            Some(Ok::<Event, Infallible>(event))
+        });
+        Some(
+            Sse::new(events)
+                .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
+                .into_response(),
+        )
+    }
+}
+
+#[derive(Deserialize)]
+struct EmitRequest {
+    path: String,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    event: Option<String>,
+    data: String,
+}
+
+pub struct ServerSentEvents(pub Arc<Shared>);
+
+impl Capability for ServerSentEvents {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn provider(&self) -> &str {
+        crate::builtin::PROVIDER
+    }
+
+    fn imports(&self) -> Vec<HostImport> {
+        let pair = [ValType::I32, ValType::I32];
+        let shared = Arc::clone(&self.0);
+        let register = HostImport::new("sse_register", &pair, move |guest, args| {
+            let path = guest.read_str_arg(args, 0)?;
+            if path.is_empty() {
+                return Err(Code::EMPTY);
+            }
+            if !path.starts_with('/') {
+                return Err(Code::DECODE);
+            }
+            let mut paths = shared.sse.paths.write().unwrap();
+            match paths.get(path) {
+                Some(stream) if stream.cell != guest.cell() => {
+                    tracing::error!(
+                        cell = guest.cell(),
+                        "SSE path {path} is already registered by cell {}",
+                        stream.cell
+                    );
+                    Err(Code::REFUSED)
+                }
+                Some(_) => Ok(()),
+                None => {
+                    let (sender, _) = broadcast::channel(BUFFER);
+                    paths.insert(
+                        path.to_owned(),
+                        Stream {
+                            cell: guest.cell().to_owned(),
+                            sender,
+                        },
+                    );
+                    Ok(())
+                }
+            }
+        });
+        let shared = Arc::clone(&self.0);
+        let emit = HostImport::new("sse_emit", &pair, move |guest, args| {
+            let bytes = guest.read_arg(args, 0)?;
+            if bytes.is_empty() {
+                return Err(Code::EMPTY);
+            }
+            let req: EmitRequest = rmp_serde::from_slice(bytes).map_err(|_| Code::DECODE)?;
+            // A line break would end the field early and forge others.
+            let breaks =
+                |s: &Option<String>| s.as_deref().is_some_and(|s| s.contains(['\n', '\r']));
+            if breaks(&req.id) || breaks(&req.event) {
+                return Err(Code::DECODE);
+            }
+            let paths = shared.sse.paths.read().unwrap();
+            let stream = match paths.get(&req.path) {
+                Some(s) if s.cell == guest.cell() => s,
+                _ => return Err(Code::REFUSED),
+            };
+            // No subscriber right now is not an error.
+            let _ = stream.sender.send(Emitted {
+                id: req.id,
+                event: req.event,
+                data: req.data,
+            });
+            Ok(())
+        });
+        vec![register, emit]
+    }
+
+    fn setup(&self, env: &SetupEnv) -> Result<(), String> {
+        self.0.register_cell(env);
+        Ok(())
+    }
+
+    fn teardown_cell(&self, cell: &str) {
+        // Dropping the sender ends every subscriber's stream.
+        self.0
+            .sse
+            .paths
+            .write()
+            .unwrap()
+            .retain(|_, s| s.cell != cell);
+    }
+}

@@ -1,0 +1,350 @@
+//! `transport.ws.inbound`: WebSocket paths registered by cells; frames in as
+//! events, out through a bounded per-connection queue.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Request};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use pulp_ext_api::{Capability, Code, HostImport, SetupEnv, StepEvent, ValType};
+use rmp::encode;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::{EventQueue, Shared};
+
+pub const NAME: &str = "transport.ws.inbound";
+
+/// Frames waiting to go out to one client; a client this far behind is closed.
+const SEND_QUEUE: usize = 256;
+/// Close code for a client too slow to keep up (1008: policy violation).
+const CLOSE_SLOW: u16 = 1008;
+/// Close code when the cell behind the connection failed (1011: internal error).
+const CLOSE_CELL_FAILED: u16 = 1011;
+
+struct Conn {
+    cell: String,
+    out: mpsc::Sender<Message>,
+}
+
+#[derive(Default)]
+pub struct Connections {
+    routes: RwLock<HashMap<String, String>>,
+    conns: Mutex<HashMap<u64, Conn>>,
+    next_id: AtomicU64,
+    events: EventQueue,
+}
+
+impl Connections {
+    pub fn route(&self, path: &str) -> Option<String> {
+        self.routes.read().unwrap().get(path).cloned()
+    }
+
+    fn close_cell(&self, cell: &str, code: u16, reason: &str) {
+        let mut conns = self.conns.lock().unwrap();
+        conns.retain(|_, c| {
+            if c.cell == cell {
+                let _ = c.out.try_send(close_message(code, reason));
+                false
+            } else {
+                true
+            }
+        });
+    }
+}
+
+fn close_message(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.to_owned().into(),
+    }))
+}
+
+pub fn is_upgrade(request: &Request) -> bool {
+    request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+pub async fn upgrade(shared: Arc<Shared>, cell: String, request: Request) -> Response {
+    let Some(limits) = shared.limits(&cell) else {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "cell not ready\n",
+        )
+            .into_response();
+    };
+    let (mut parts, _body) = request.into_parts();
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let path = parts.uri.path().to_owned();
+    let query: Vec<(String, String)> = parts
+        .uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let limit = limits.max_message_bytes as usize;
+    upgrade
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| run(shared, cell, socket, path, query, headers))
+}
+
+fn write_pairs(out: &mut Vec<u8>, pairs: &[(String, String)]) {
+    encode::write_map_len(out, pairs.len() as u32).expect("vec write");
+    for (k, v) in pairs {
+        encode::write_str(out, k).expect("vec write");
+        encode::write_str(out, v).expect("vec write");
+    }
+}
+
+fn event(kind: &str, cell: &str, payload: Vec<u8>, id: u64) -> StepEvent {
+    StepEvent {
+        kind: kind.into(),
+        payload,
+        id,
+        cell: cell.into(),
+    }
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    cell: String,
+    socket: WebSocket,
+    path: String,
+    query: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+) {
+    let ws = &shared.ws;
+    let conn_id = ws.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(SEND_QUEUE);
+    ws.conns.lock().unwrap().insert(
+        conn_id,
+        Conn {
+            cell: cell.clone(),
+            out: out_tx,
+        },
+    );
+
+    let mut open = Vec::new();
+    encode::write_map_len(&mut open, 4).expect("vec write");
+    encode::write_str(&mut open, "conn_id").expect("vec write");
+    encode::write_u64(&mut open, conn_id).expect("vec write");
+    encode::write_str(&mut open, "path").expect("vec write");
+    encode::write_str(&mut open, &path).expect("vec write");
+    encode::write_str(&mut open, "query").expect("vec write");
+    write_pairs(&mut open, &query);
+    encode::write_str(&mut open, "headers").expect("vec write");
+    write_pairs(&mut open, &headers);
+    ws.events.push(event("ws.open", &cell, open, conn_id));
+
+    let (mut sink, mut stream) = socket.split();
+    let writer = tokio::spawn(async move {
+        while let Some(message) = out_rx.recv().await {
+            let closing = matches!(message, Message::Close(_));
+            if sink.send(message).await.is_err() || closing {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    let (mut code, mut reason) = (1006u16, String::new());
+    while let Some(message) = stream.next().await {
+        let (opcode, payload): (u8, Vec<u8>) = match message {
+            Ok(Message::Text(text)) => (1, text.as_bytes().to_vec()),
+            Ok(Message::Binary(bytes)) => (2, bytes.to_vec()),
+            Ok(Message::Close(frame)) => {
+                if let Some(frame) = frame {
+                    code = frame.code;
+                    reason = frame.reason.to_string();
+                } else {
+                    code = 1005;
+                }
+                break;
+            }
+            Ok(_) => continue,
+            Err(_) => break,
+        };
+        let mut frame = Vec::with_capacity(payload.len() + 32);
+        encode::write_map_len(&mut frame, 3).expect("vec write");
+        encode::write_str(&mut frame, "conn_id").expect("vec write");
+        encode::write_u64(&mut frame, conn_id).expect("vec write");
+        encode::write_str(&mut frame, "opcode").expect("vec write");
+        encode::write_u8(&mut frame, opcode).expect("vec write");
+        encode::write_str(&mut frame, "payload").expect("vec write");
+        encode::write_bin(&mut frame, &payload).expect("vec write");
+        ws.events.push(event("ws.frame", &cell, frame, conn_id));
+    }
+
+    // Gone from the table first, so sends after this are refused, not queued.
+    let was_open = ws.conns.lock().unwrap().remove(&conn_id).is_some();
+    writer.abort();
+    if was_open || code != 1006 {
+        let mut close = Vec::new();
+        encode::write_map_len(&mut close, 3).expect("vec write");
+        encode::write_str(&mut close, "conn_id").expect("vec write");
+        encode::write_u64(&mut close, conn_id).expect("vec write");
+        encode::write_str(&mut close, "code").expect("vec write");
+        encode::write_u16(&mut close, code).expect("vec write");
+        encode::write_str(&mut close, "reason").expect("vec write");
+        encode::write_str(&mut close, &reason).expect("vec write");
+        ws.events.push(event("ws.close", &cell, close, conn_id));
+    }
+}
+
+#[derive(Deserialize)]
+struct SendRequest {
+    conn_id: u64,
+    opcode: u8,
+    #[serde(with = "serde_bytes")]
+    payload: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct CloseRequest {
+    conn_id: u64,
+    #[serde(default = "normal_close")]
+    code: u16,
+    #[serde(default)]
+    reason: String,
+}
+
+fn normal_close() -> u16 {
+    1000
+}
+
+pub struct WsInbound(pub Arc<Shared>);
+
+impl Capability for WsInbound {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn provider(&self) -> &str {
+        crate::builtin::PROVIDER
+    }
+
+    fn imports(&self) -> Vec<HostImport> {
+        let pair = [ValType::I32, ValType::I32];
+        let shared = Arc::clone(&self.0);
+        let register = HostImport::new("ws_register", &pair, move |guest, args| {
+            let path = guest.read_str_arg(args, 0)?;
+            if path.is_empty() {
+                return Err(Code::EMPTY);
+            }
+            if !path.starts_with('/') {
+                return Err(Code::DECODE);
+            }
+            let mut routes = shared.ws.routes.write().unwrap();
+            match routes.get(path) {
+                Some(owner) if owner != guest.cell() => {
+                    tracing::error!(
+                        cell = guest.cell(),
+                        "WebSocket path {path} is already registered by cell {owner}"
+                    );
+                    Err(Code::REFUSED)
+                }
+                _ => {
+                    routes.insert(path.to_owned(), guest.cell().to_owned());
+                    Ok(())
+                }
+            }
+        });
+        let shared = Arc::clone(&self.0);
+        let send = HostImport::new("ws_send", &pair, move |guest, args| {
+            let bytes = guest.read_arg(args, 0)?;
+            if bytes.is_empty() {
+                return Err(Code::EMPTY);
+            }
+            let req: SendRequest = rmp_serde::from_slice(bytes).map_err(|_| Code::DECODE)?;
+            let message = match req.opcode {
+                1 => Message::Text(
+                    String::from_utf8(req.payload)
+                        .map_err(|_| Code::DECODE)?
+                        .into(),
+                ),
+                2 => Message::Binary(req.payload.into()),
+                _ => return Err(Code::DECODE),
+            };
+            let mut conns = shared.ws.conns.lock().unwrap();
+            let conn = match conns.get(&req.conn_id) {
+                Some(c) if c.cell == guest.cell() => c,
+                _ => return Err(Code::REFUSED),
+            };
+            if conn.out.try_send(message).is_err() {
+                // The client is not reading: close it rather than buffer without bound.
+                let conn = conns.remove(&req.conn_id).expect("present");
+                let _ = conn
+                    .out
+                    .try_send(close_message(CLOSE_SLOW, "client too slow"));
+                tracing::warn!(
+                    cell = guest.cell(),
+                    conn_id = req.conn_id,
+                    "WebSocket client too slow; closed"
+                );
+                return Err(Code::FAILED);
+            }
+            Ok(())
+        });
+        let shared = Arc::clone(&self.0);
+        let close = HostImport::new("ws_close", &pair, move |guest, args| {
+            let bytes = guest.read_arg(args, 0)?;
+            if bytes.is_empty() {
+                return Err(Code::EMPTY);
+            }
+            let req: CloseRequest = rmp_serde::from_slice(bytes).map_err(|_| Code::DECODE)?;
+            let mut conns = shared.ws.conns.lock().unwrap();
+            match conns.get(&req.conn_id) {
+                Some(c) if c.cell == guest.cell() => {}
+                _ => return Err(Code::REFUSED),
+            }
+            let conn = conns.remove(&req.conn_id).expect("present");
+            let _ = conn.out.try_send(close_message(req.code, &req.reason));
+            Ok(())
+        });
+        vec![register, send, close]
+    }
+
+    fn setup(&self, env: &SetupEnv) -> Result<(), String> {
+        self.0.register_cell(env);
+        self.0.ws.events.set_waker(env);
+        Ok(())
+    }
+
+    fn poll(&self) -> Option<StepEvent> {
+        self.0.ws.events.pop()
+    }
+
+    fn cell_failed(&self, cell: &str) {
+        self.0.ws.close_cell(cell, CLOSE_CELL_FAILED, "cell failed");
+    }
+
+    fn teardown_cell(&self, cell: &str) {
+        self.0
+            .ws
+            .routes
+            .write()
+            .unwrap()
+            .retain(|_, owner| owner != cell);
+        self.0.ws.close_cell(cell, 1001, "cell stopped");
+    }
+}

@@ -20,7 +20,7 @@ use super::{EventQueue, Shared};
 pub const NAME: &str = "transport.http.inbound";
 
 /// Requests a cell may have waiting for a reply; past this the listener answers 503.
-const MAX_PENDING_PER_CELL: usize = 1024;
+const MAX_PENDING_PER_CELL: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
@@ -255,6 +255,19 @@ fn status(code: StatusCode, why: &str) -> Response {
     (code, why.to_owned()).into_response()
 }
 
+/// 413, closing the connection: the rest of the body is never read, so the
+/// connection cannot carry another request.
+fn too_large() -> Response {
+    let mut response = status(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "request body over max_message_bytes\n",
+    );
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 fn write_str_map<'a>(
     out: &mut Vec<u8>,
     entries: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
@@ -354,18 +367,12 @@ pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limits.max_message_bytes) {
-        return status(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request body over max_message_bytes\n",
-        );
+        return too_large();
     }
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(body) => body,
         Err(_) => {
-            return status(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body over max_message_bytes\n",
-            );
+            return too_large();
         }
     };
     let query: Vec<(String, String)> = parts
@@ -402,6 +409,11 @@ pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -
         &body,
         &remote,
     );
+    // The whole event, headers and all, is bounded too (SPEC §3).
+    if payload.len() as u64 > limits.max_message_bytes {
+        shared.http.pending.lock().unwrap().remove(&id);
+        return too_large();
+    }
     shared.http.events.push(StepEvent {
         kind: "http.request".into(),
         payload,

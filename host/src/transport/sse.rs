@@ -46,14 +46,15 @@ impl Streams {
         // A subscriber that lagged skips what it missed; a closed path ends the stream.
         let events = BroadcastStream::new(receiver).filter_map(|item| {
             let emitted = item.ok()?;
-            let mut event = Event::default().data(emitted.data);
+            // Fields are written in the order they are set: id and name first.
+            let mut event = Event::default();
             if let Some(id) = emitted.id {
                 event = event.id(id);
             }
             if let Some(name) = emitted.event {
                 event = event.event(name);
             }
-            Some(Ok::<Event, Infallible>(event))
+            Some(Ok::<Event, Infallible>(event.data(emitted.data)))
         });
         Some(
             Sse::new(events)

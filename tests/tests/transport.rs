@@ -1,0 +1,387 @@
+//! The transports through the real binary and real clients on real sockets:
+//! HTTP in and out, WebSocket, SSE, HTTPS.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pulp_e2e::{Pulp, Scratch, cell, count, run};
+
+fn client() -> reqwest::blocking::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Starts pulp on a free port; returns it with the port.
+fn start(scratch: &Scratch, manifests: &[PathBuf], extra: &[&str]) -> (Pulp, u16) {
+    let mut args = scratch.args(manifests);
+    args.extend(["--http-port".to_owned(), "0".to_owned()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let pulp = Pulp::start(&args);
+    let line = pulp.wait_for(&["listening on"]);
+    let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+    pulp.wait_for(&["ready"]);
+    (pulp, port)
+}
+
+#[test]
+fn http_routes_params_query_headers_cookies_and_bodies() {
+    let scratch = Scratch::new();
+    let (_pulp, port) = start(&scratch, &[cell("echo"), cell("echo2")], &[]);
+    let http = client();
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+
+    let r = http.get(url("/echo/hello%20world")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/plain");
+    assert_eq!(r.text().unwrap(), "hello world");
+
+    let binary: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+    let r = http
+        .post(url("/echo"))
+        .header("content-type", "application/octet-stream")
+        .body(binary.clone())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/octet-stream");
+    assert_eq!(r.bytes().unwrap().to_vec(), binary);
+
+    let r = http
+        .get(url("/inspect?b=2&a=1"))
+        .header("x-test", "yes")
+        .send()
+        .unwrap();
+    let text = r.text().unwrap();
+    assert!(
+        text.starts_with("method=GET path=/inspect query=a=1&b=2 x-test=yes remote=127.0.0.1:"),
+        "{text}"
+    );
+
+    let r = http.get(url("/cookies")).send().unwrap();
+    assert_eq!(r.headers()["x-cell"], "echo");
+    let cookies: Vec<&str> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(cookies, ["a=1; Path=/", "b=2; HttpOnly"]);
+
+    assert_eq!(http.get(url("/status/418")).send().unwrap().status(), 418);
+    // A response in a later step than the request.
+    assert_eq!(
+        http.get(url("/later")).send().unwrap().text().unwrap(),
+        "later"
+    );
+    // Several cells on one listener, each gets its own routes.
+    assert_eq!(
+        http.get(url("/two/x")).send().unwrap().text().unwrap(),
+        "two:x"
+    );
+    assert_eq!(http.get(url("/nowhere")).send().unwrap().status(), 404);
+    assert_eq!(http.post(url("/two/x")).send().unwrap().status(), 405);
+}
+
+#[test]
+fn oversized_bodies_get_413() {
+    let scratch = Scratch::new();
+    let small = scratch.manifest_variant("echo", "echo.toml", |t| {
+        format!("{t}\nmax_message_bytes = 1024\n")
+    });
+    let (_pulp, port) = start(&scratch, &[small], &[]);
+    let http = client();
+    let url = format!("http://127.0.0.1:{port}/echo");
+    assert_eq!(
+        http.post(&url)
+            .body(vec![7u8; 500])
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.post(&url)
+            .body(vec![7u8; 4000])
+            .send()
+            .unwrap()
+            .status(),
+        413
+    );
+}
+
+#[test]
+fn no_reply_is_504_a_crash_is_502_and_a_full_queue_is_503() {
+    let scratch = Scratch::new();
+    let (pulp, port) = start(&scratch, &[cell("silent")], &[]);
+    let http = client();
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    assert_eq!(http.get(url("/never")).send().unwrap().status(), 504);
+
+    assert_eq!(http.get(url("/crash")).send().unwrap().status(), 502);
+    pulp.wait_for_n(&["silent ready"], 2);
+
+    drop(pulp);
+
+    // Far more requests than the cell may have waiting: the rest are refused at once.
+    // A long call_timeout_ms keeps the first ones waiting while the rest arrive.
+    let patient = scratch.manifest_variant("silent", "patient.toml", |t| {
+        t.replace("call_timeout_ms = 500", "call_timeout_ms = 20000")
+    });
+    let scratch = Scratch::new();
+    let (_pulp, port) = start(&scratch, &[patient], &[]);
+    let mut streams = Vec::new();
+    for _ in 0..300 {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET /never HTTP/1.1\r\nhost: x\r\n\r\n")
+            .unwrap();
+        streams.push(s);
+    }
+    let mut statuses = Vec::new();
+    for mut s in streams {
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).unwrap();
+        statuses.push(String::from_utf8_lossy(&head[9..12]).into_owned());
+    }
+    assert!(statuses.iter().any(|s| s == "503"), "{statuses:?}");
+    assert!(statuses.iter().any(|s| s == "504"), "{statuses:?}");
+}
+
+#[test]
+fn two_cells_on_one_route_fail_start_up() {
+    let scratch = Scratch::new();
+    let twin = scratch.manifest_variant("echo", "twin.toml", |t| {
+        t.replace("name = \"echo\"", "name = \"twin\"")
+    });
+    let mut args = scratch.args(&[cell("echo"), twin]);
+    args.extend(["--http-port".to_owned(), "0".to_owned()]);
+    let (status, log) = run(&args);
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("is registered by both cell echo") && log.contains("and cell twin"),
+        "{log}"
+    );
+}
+
+/// A one-route HTTP server on loopback that answers every request with `body`.
+fn upstream(body: &'static str) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(20) {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let reply = format!(
+                "HTTP/1.1 201 Created\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(reply.as_bytes());
+        }
+    });
+    port
+}
+
+#[test]
+fn outbound_fetch_follows_the_egress_policy() {
+    let upstream_port = upstream("from upstream");
+    let scratch = Scratch::new();
+    let allowed = scratch.manifest_variant("fetcher", "allowed.toml", |t| {
+        t.replace(
+            "allowed_outbound_hosts = []",
+            &format!("allowed_outbound_hosts = [\"http://127.0.0.1:{upstream_port}\"]"),
+        )
+    });
+    let (pulp, port) = start(&scratch, &[allowed], &[]);
+    let http = client();
+    let target = format!("http://127.0.0.1:{upstream_port}/x");
+    let r = http
+        .get(format!("http://127.0.0.1:{port}/proxy"))
+        .query(&[("url", &target)])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["x-fetched-status"], "201");
+    assert_eq!(r.text().unwrap(), "from upstream");
+
+    // A host the allowlist does not name.
+    let other = format!("http://localhost:{upstream_port}/x");
+    let r = http
+        .get(format!("http://127.0.0.1:{port}/proxy"))
+        .query(&[("url", &other)])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(r.text().unwrap(), "fetch failed code=4");
+    pulp.wait_for(&[
+        "fetch refused: host not in allowed_outbound_hosts",
+        "cell=\"fetcher\"",
+    ]);
+    drop(pulp);
+
+    // No allowlist: loopback, private and metadata addresses are refused, by name too.
+    let scratch = Scratch::new();
+    let (pulp, port) = start(&scratch, &[cell("fetcher")], &[]);
+    for target in [
+        format!("http://127.0.0.1:{upstream_port}/x"),
+        format!("http://localhost:{upstream_port}/x"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        "http://10.0.0.1/".to_owned(),
+        "http://[::1]/".to_owned(),
+    ] {
+        let r = http
+            .get(format!("http://127.0.0.1:{port}/proxy"))
+            .query(&[("url", &target)])
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 502, "{target}");
+        assert_eq!(r.text().unwrap(), "fetch failed code=4", "{target}");
+    }
+    pulp.wait_for(&["fetch refused: internal address", "cell=\"fetcher\""]);
+}
+
+fn ws_connect(port: u16) -> tungstenite::WebSocket<TcpStream> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let (socket, _) =
+        tungstenite::client(format!("ws://127.0.0.1:{port}/ws?room=a"), stream).unwrap();
+    socket
+}
+
+#[test]
+fn websocket_text_binary_broadcast_and_close_both_ways() {
+    use tungstenite::Message;
+    let scratch = Scratch::new();
+    let (pulp, port) = start(&scratch, &[cell("wsecho")], &[]);
+    let mut a = ws_connect(port);
+    let mut b = ws_connect(port);
+    pulp.wait_for_n(&["ws open", "path=/ws"], 2);
+
+    a.send(Message::text("hi")).unwrap();
+    assert_eq!(a.read().unwrap(), Message::text("hi"));
+    a.send(Message::binary(vec![0u8, 1, 2, 255])).unwrap();
+    assert_eq!(a.read().unwrap(), Message::binary(vec![0u8, 1, 2, 255]));
+
+    a.send(Message::text("all:news")).unwrap();
+    assert_eq!(a.read().unwrap(), Message::text("news"));
+    assert_eq!(b.read().unwrap(), Message::text("news"));
+
+    // The cell closes b with its own code and reason.
+    b.send(Message::text("close-me")).unwrap();
+    match b.read().unwrap() {
+        Message::Close(Some(frame)) => {
+            assert_eq!(u16::from(frame.code), 4000);
+            assert_eq!(frame.reason.as_str(), "bye");
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+
+    // The client closes a; the cell sees the code.
+    a.close(None).unwrap();
+    let _ = a.read();
+    pulp.wait_for(&["ws close", "code=1005"]);
+}
+
+#[test]
+fn sse_streams_ids_events_multiline_data_and_keep_alives() {
+    let scratch = Scratch::new();
+    let (_pulp, port) = start(&scratch, &[cell("ssecell")], &[]);
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"GET /events HTTP/1.0\r\naccept: text/event-stream\r\n\r\n")
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(40)))
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    // HTTP/1.0, so the stream is not chunked and reads as plain lines.
+    assert!(line.starts_with("HTTP/1.0 200"), "{line}");
+
+    // The subscription is live once its headers are out; emit through the cell.
+    std::thread::sleep(Duration::from_millis(200));
+    let r = client()
+        .post(format!("http://127.0.0.1:{port}/emit?id=7&event=greet"))
+        .body("line one\nline two")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+
+    let mut seen = String::new();
+    while !seen.contains("data: line two") {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "stream ended: {seen}"
+        );
+        seen.push_str(&line);
+    }
+    assert!(seen.contains("id: 7"), "{seen}");
+    assert!(seen.contains("event: greet"), "{seen}");
+    assert!(
+        seen.contains("data: line one\r\n") || seen.contains("data: line one\n"),
+        "{seen}"
+    );
+
+    // Nothing more is emitted; within 15 s a keep-alive comment arrives.
+    let mut waited = String::new();
+    while !waited.contains(": keep-alive") {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "stream ended: {waited}"
+        );
+        waited.push_str(&line);
+    }
+}
+
+#[test]
+fn https_with_a_generated_certificate() {
+    let scratch = Scratch::new();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_path = scratch.write("cert.pem", cert.cert.pem());
+    let key_path = scratch.write("key.pem", cert.signing_key.serialize_pem());
+    let (pulp, port) = start(
+        &scratch,
+        &[cell("echo")],
+        &[
+            "--http-cert",
+            cert_path.to_str().unwrap(),
+            "--http-key",
+            key_path.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        count(&pulp.log(), "listening on https://") == 1,
+        "{}",
+        pulp.log()
+    );
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::blocking::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    let r = http
+        .get(format!("https://localhost:{port}/echo/secure"))
+        .send()
+        .unwrap();
+    assert_eq!(r.text().unwrap(), "secure");
+    // Plain HTTP on the TLS port does not get through.
+    assert!(
+        client()
+            .get(format!("http://127.0.0.1:{port}/echo/x"))
+            .send()
+            .is_err()
+    );
+}

@@ -80,7 +80,7 @@ pub use capability::{
 };
 pub use code::{Args, Code, ImportResult};
 pub use guest::{Guest, GuestMemory};
-pub use host::{HostHandle, HostServices, Level};
+pub use host::{DeliverError, HostHandle, HostServices, Level};
 
 /// The version of this interface (not of any crate): `major.minor`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

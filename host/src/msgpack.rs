@@ -1,8 +1,6 @@
 //! The MessagePack the host produces and checks (SPEC §2 conventions).
 
 use rmp::encode;
-use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 /// Encodes a TOML table as a MessagePack map. Integers are always int 64 (`0xd3`)
 /// and floats float 64 (`0xcb`), so decoders that keep wire types see `int64` and
@@ -39,21 +37,78 @@ fn write_value(out: &mut Vec<u8>, value: &toml::Value) {
     }
 }
 
-/// Checks that `bytes` is exactly one well-formed MessagePack value.
+/// Checks that `bytes` is exactly one well-formed MessagePack value. Walks the
+/// markers without decoding or allocating: it runs for every event.
 pub fn check_one_value(bytes: &[u8]) -> Result<(), String> {
     if bytes.is_empty() {
         return Err("empty payload (expected one MessagePack value)".into());
     }
-    let mut reader = bytes;
-    let mut de = rmp_serde::Deserializer::new(&mut reader);
-    IgnoredAny::deserialize(&mut de).map_err(|e| format!("not valid MessagePack: {e}"))?;
-    if !reader.is_empty() {
+    let end = skip_value(bytes, 0, 0).ok_or("not valid MessagePack: truncated or malformed")?;
+    if end != bytes.len() {
         return Err(format!(
             "{} bytes after the first MessagePack value (expected exactly one)",
-            reader.len()
+            bytes.len() - end
         ));
     }
     Ok(())
+}
+
+/// Nesting deeper than this is refused rather than risking the stack.
+const MAX_DEPTH: usize = 128;
+
+fn be(bytes: &[u8], at: usize, n: usize) -> Option<usize> {
+    let field = bytes.get(at..at.checked_add(n)?)?;
+    Some(
+        field
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b)),
+    )
+}
+
+/// The offset just past the value that starts at `at`.
+fn skip_value(bytes: &[u8], at: usize, depth: usize) -> Option<usize> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    let marker = *bytes.get(at)?;
+    let next = at + 1;
+    // Where the marker and its fixed part end, and how many nested values follow.
+    let (end, children) = match marker {
+        0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (next, 0),
+        0x80..=0x8f => (next, 2 * usize::from(marker & 0x0f)),
+        0x90..=0x9f => (next, usize::from(marker & 0x0f)),
+        0xa0..=0xbf => (next + usize::from(marker & 0x1f), 0),
+        0xc4 | 0xd9 => (next + 1 + be(bytes, next, 1)?, 0),
+        0xc5 | 0xda => (next + 2 + be(bytes, next, 2)?, 0),
+        0xc6 | 0xdb => (next + 4 + be(bytes, next, 4)?, 0),
+        0xc7 => (next + 2 + be(bytes, next, 1)?, 0),
+        0xc8 => (next + 3 + be(bytes, next, 2)?, 0),
+        0xc9 => (next + 5 + be(bytes, next, 4)?, 0),
+        0xca => (next + 4, 0),
+        0xcb => (next + 8, 0),
+        0xcc | 0xd0 => (next + 1, 0),
+        0xcd | 0xd1 => (next + 2, 0),
+        0xce | 0xd2 => (next + 4, 0),
+        0xcf | 0xd3 => (next + 8, 0),
+        0xd4 => (next + 2, 0),
+        0xd5 => (next + 3, 0),
+        0xd6 => (next + 5, 0),
+        0xd7 => (next + 9, 0),
+        0xd8 => (next + 17, 0),
+        0xdc => (next + 2, be(bytes, next, 2)?),
+        0xdd => (next + 4, be(bytes, next, 4)?),
+        0xde => (next + 2, 2 * be(bytes, next, 2)?),
+        0xdf => (next + 4, 2 * be(bytes, next, 4)?),
+        0xc1 => return None,
+    };
+    if end > bytes.len() {
+        return None;
+    }
+    let mut at = end;
+    for _ in 0..children {
+        at = skip_value(bytes, at, depth + 1)?;
+    }
+    Some(at)
 }
 
 const KIND_KEY: &[u8] = b"\xa4kind";
@@ -107,6 +162,39 @@ mod tests {
         assert!(check_one_value(&[0x01, 0x02]).is_err());
         assert!(check_one_value(&[0x92, 0x01]).is_err());
         assert!(check_one_value(&[]).is_err());
+        assert!(check_one_value(&[0xc1]).is_err());
+        assert!(check_one_value(&[0xa3, b'a', b'b']).is_err());
+        assert!(check_one_value(&[0xdd, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(check_one_value(&[0x91; 1000]).is_err());
+    }
+
+    #[test]
+    fn every_kind_of_value_is_walked() {
+        #[derive(serde::Serialize)]
+        struct All {
+            n: i64,
+            big: u64,
+            f: f64,
+            s: String,
+            long: String,
+            #[serde(with = "serde_bytes")]
+            b: Vec<u8>,
+            list: Vec<Option<bool>>,
+            map: std::collections::BTreeMap<String, i8>,
+        }
+        let value = All {
+            n: -5_000_000_000,
+            big: u64::MAX,
+            f: 1.5,
+            s: "x".into(),
+            long: "y".repeat(70_000),
+            b: vec![1; 300],
+            list: vec![Some(true), None, Some(false)],
+            map: [("k".to_owned(), -3)].into(),
+        };
+        let bytes = rmp_serde::to_vec_named(&value).unwrap();
+        check_one_value(&bytes).unwrap();
+        assert!(check_one_value(&bytes[..bytes.len() - 1]).is_err());
     }
 
     #[test]

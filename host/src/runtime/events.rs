@@ -2,9 +2,11 @@
 //! that sleeps until the capability wakes the host, then drains its `poll` into the
 //! target cells' queues.
 
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+
+use pulp_ext_api::{DeliverError, HostServices, Level};
 
 use crate::msgpack;
 use crate::registry::Entry;
@@ -28,6 +30,58 @@ pub struct Route {
     pub cell: Arc<str>,
     pub max_message_bytes: u64,
     pub queue: SyncSender<CellMsg>,
+}
+
+/// What a capability is lent for one cell that declares it: the capability's log
+/// and wake, and delivery straight into that cell's queue.
+pub struct CellLink {
+    entry: Arc<Entry>,
+    route: Route,
+}
+
+impl CellLink {
+    /// Leaked like the capability's own link: a library may keep the handle.
+    pub fn leak(entry: Arc<Entry>, route: Route) -> &'static CellLink {
+        Box::leak(Box::new(CellLink { entry, route }))
+    }
+}
+
+impl HostServices for CellLink {
+    fn log(&self, level: Level, target: &str, message: &str) {
+        self.entry.link.log(level, target, message)
+    }
+
+    fn max_level(&self) -> Level {
+        self.entry.link.max_level()
+    }
+
+    fn wake(&self) {
+        self.entry.link.wake()
+    }
+
+    fn deliver(&self, kind: &str, payload: &[u8], id: u64) -> Result<(), DeliverError> {
+        if payload.len() as u64 > self.route.max_message_bytes {
+            return Err(DeliverError::Invalid);
+        }
+        if let Err(e) = msgpack::check_one_value(payload) {
+            tracing::error!(
+                capability = self.entry.name(),
+                cell = &*self.route.cell,
+                "event {id} (kind {kind}): {e}"
+            );
+            return Err(DeliverError::Invalid);
+        }
+        let delivery = Delivery {
+            kind: kind.to_owned(),
+            payload: payload.to_vec(),
+            source: Some((Arc::clone(&self.entry), id)),
+        };
+        match self.route.queue.try_send(CellMsg::Event(delivery)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(DeliverError::Full),
+            Err(TrySendError::Disconnected(_)) => Err(DeliverError::Gone),
+        }
+    }
 }
 
 #[derive(Default)]

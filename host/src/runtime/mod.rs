@@ -5,6 +5,7 @@ mod instance;
 mod output;
 mod supervisor;
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -18,8 +19,13 @@ pub use supervisor::{Host, prepare};
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Advances the engine epoch only while wasm runs, so an idle host never wakes.
+///
+/// Entering and leaving a call are atomic counter updates; the clock thread is
+/// signalled only when it has parked, so a busy host pays no syscall per call.
 pub struct EpochTicker {
-    active: Mutex<usize>,
+    active: AtomicUsize,
+    parked: AtomicBool,
+    lock: Mutex<()>,
     signal: Condvar,
 }
 
@@ -28,14 +34,16 @@ pub struct ActiveCall<'a>(&'a EpochTicker);
 
 impl Drop for ActiveCall<'_> {
     fn drop(&mut self) {
-        *self.0.active.lock().unwrap() -= 1;
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 impl EpochTicker {
     fn start(engine: Engine) -> Arc<EpochTicker> {
         let ticker = Arc::new(EpochTicker {
-            active: Mutex::new(0),
+            active: AtomicUsize::new(0),
+            parked: AtomicBool::new(false),
+            lock: Mutex::new(()),
             signal: Condvar::new(),
         });
         let this = Arc::clone(&ticker);
@@ -43,9 +51,16 @@ impl EpochTicker {
             .name("pulp-epoch".into())
             .spawn(move || {
                 loop {
-                    let guard = this.active.lock().unwrap();
-                    let guard = this.signal.wait_while(guard, |n| *n == 0).unwrap();
-                    drop(guard);
+                    if this.active.load(Ordering::SeqCst) == 0 {
+                        let guard = this.lock.lock().unwrap();
+                        this.parked.store(true, Ordering::SeqCst);
+                        let guard = this
+                            .signal
+                            .wait_while(guard, |_| this.active.load(Ordering::SeqCst) == 0)
+                            .unwrap();
+                        this.parked.store(false, Ordering::SeqCst);
+                        drop(guard);
+                    }
                     std::thread::sleep(EPOCH_TICK);
                     engine.increment_epoch();
                 }
@@ -55,8 +70,11 @@ impl EpochTicker {
     }
 
     pub fn enter(&self) -> ActiveCall<'_> {
-        *self.active.lock().unwrap() += 1;
-        self.signal.notify_one();
+        self.active.fetch_add(1, Ordering::SeqCst);
+        if self.parked.load(Ordering::SeqCst) {
+            let _guard = self.lock.lock().unwrap();
+            self.signal.notify_one();
+        }
         ActiveCall(self)
     }
 }

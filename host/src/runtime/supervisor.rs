@@ -11,7 +11,7 @@ use pulp_ext_api::SetupEnv;
 use wasmtime::Module;
 
 use super::Runtime;
-use super::events::{CellMsg, Delivery, Pump, Route};
+use super::events::{CellLink, CellMsg, Delivery, Pump, Route};
 use super::instance::{CellSpec, Failure, Instance, link_check};
 use crate::manifest::{Manifest, RestartPolicy};
 use crate::msgpack;
@@ -93,8 +93,11 @@ impl Host {
             specs.push(prepare(&runtime, &registry, manifest, i as u64 + 1)?);
         }
 
-        let mut queues = Vec::new();
-        for (spec, manifest) in specs.iter().zip(&manifests) {
+        let queues: Vec<_> = specs
+            .iter()
+            .map(|_| sync_channel::<CellMsg>(QUEUE_CAPACITY))
+            .collect();
+        for ((spec, manifest), (queue, _)) in specs.iter().zip(&manifests).zip(&queues) {
             let storage_dir = storage_root.join(&manifest.name);
             std::fs::create_dir_all(&storage_dir).map_err(|e| {
                 format!(
@@ -113,7 +116,14 @@ impl Host {
                     max_message_bytes: manifest.max_message_bytes,
                     call_timeout_ms: manifest.call_timeout_ms,
                     allowed_outbound_hosts: manifest.allowed_outbound_hosts.clone(),
-                    host: entry.link.handle(),
+                    host: pulp_ext_api::HostHandle::new(CellLink::leak(
+                        Arc::clone(entry),
+                        Route {
+                            cell: Arc::clone(&spec.name),
+                            max_message_bytes: spec.max_message_bytes,
+                            queue: queue.clone(),
+                        },
+                    )),
                 };
                 entry.handle.setup(&env).map_err(|e| {
                     format!(
@@ -124,7 +134,6 @@ impl Host {
                     )
                 })?;
             }
-            queues.push(sync_channel::<CellMsg>(QUEUE_CAPACITY));
         }
 
         let mut pumps = Vec::new();

@@ -10,12 +10,12 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use pulp_ext_api::{Capability, Code, HostImport, SetupEnv, StepEvent, ValType};
+use pulp_ext_api::{Capability, Code, DeliverError, HostImport, SetupEnv, ValType};
 use rmp::encode;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use super::{EventQueue, Shared};
+use super::{CellHandles, Shared};
 
 pub const NAME: &str = "transport.http.inbound";
 
@@ -89,12 +89,38 @@ struct Pending {
     reply: oneshot::Sender<Option<Reply>>,
 }
 
+/// Requests waiting for a reply, and how many each cell owes.
+#[derive(Default)]
+struct PendingTable {
+    by_id: HashMap<u64, Pending>,
+    per_cell: HashMap<String, usize>,
+}
+
+impl PendingTable {
+    fn insert(&mut self, id: u64, pending: Pending) {
+        *self.per_cell.entry(pending.cell.clone()).or_default() += 1;
+        self.by_id.insert(id, pending);
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Pending> {
+        let pending = self.by_id.remove(&id)?;
+        if let Some(n) = self.per_cell.get_mut(&pending.cell) {
+            *n -= 1;
+        }
+        Some(pending)
+    }
+
+    fn owed_by(&self, cell: &str) -> usize {
+        self.per_cell.get(cell).copied().unwrap_or(0)
+    }
+}
+
 #[derive(Default)]
 pub struct Routes {
     routes: RwLock<Vec<Route>>,
-    pending: Mutex<HashMap<u64, Pending>>,
+    pending: Mutex<PendingTable>,
     next_id: AtomicU64,
-    events: EventQueue,
+    cells: CellHandles,
     conflicts: Mutex<Vec<String>>,
 }
 
@@ -139,12 +165,13 @@ impl Routes {
     fn fail_pending(&self, cell: &str) {
         let mut pending = self.pending.lock().unwrap();
         let ids: Vec<u64> = pending
+            .by_id
             .iter()
             .filter(|(_, p)| p.cell == cell)
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
-            if let Some(p) = pending.remove(&id) {
+            if let Some(p) = pending.remove(id) {
                 let _ = p.reply.send(None);
             }
         }
@@ -207,11 +234,11 @@ impl Capability for HttpInbound {
                 let resp: RespondRequest =
                     rmp_serde::from_slice(bytes).map_err(|_| Code::DECODE)?;
                 let mut pending = shared.http.pending.lock().unwrap();
-                match pending.get(&resp.id) {
+                match pending.by_id.get(&resp.id) {
                     Some(p) if p.cell == guest.cell() => {}
                     _ => return Err(Code::REFUSED),
                 }
-                let p = pending.remove(&resp.id).expect("checked above");
+                let p = pending.remove(resp.id).expect("checked above");
                 drop(pending);
                 // The listener may have given up (timeout, client gone): nothing to do.
                 let _ = p.reply.send(Some(Reply {
@@ -228,12 +255,8 @@ impl Capability for HttpInbound {
 
     fn setup(&self, env: &SetupEnv) -> Result<(), String> {
         self.0.register_cell(env);
-        self.0.http.events.set_waker(env);
+        self.0.http.cells.set(env);
         Ok(())
-    }
-
-    fn poll(&self) -> Option<StepEvent> {
-        self.0.http.events.pop()
     }
 
     fn cell_failed(&self, cell: &str) {
@@ -311,18 +334,23 @@ fn encode_request(
     );
     encode::write_str(&mut out, "headers").expect("vec write");
     // Repeated headers are joined with ", ", as HTTP allows for most of them.
-    let mut joined: Vec<(&str, String)> = Vec::new();
-    for (name, value) in headers {
-        let value = String::from_utf8_lossy(value.as_bytes());
-        match joined.iter_mut().find(|(n, _)| *n == name.as_str()) {
-            Some((_, v)) => {
-                v.push_str(", ");
-                v.push_str(&value);
+    encode::write_map_len(&mut out, headers.keys_len() as u32).expect("vec write");
+    for name in headers.keys() {
+        encode::write_str(&mut out, name.as_str()).expect("vec write");
+        let mut values = headers.get_all(name).iter();
+        let first = values.next().map(|v| String::from_utf8_lossy(v.as_bytes()));
+        match values.next() {
+            None => encode::write_str(&mut out, first.as_deref().unwrap_or("")).expect("vec write"),
+            Some(second) => {
+                let mut joined = first.map(|f| f.into_owned()).unwrap_or_default();
+                for value in std::iter::once(second).chain(values) {
+                    joined.push_str(", ");
+                    joined.push_str(&String::from_utf8_lossy(value.as_bytes()));
+                }
+                encode::write_str(&mut out, &joined).expect("vec write");
             }
-            None => joined.push((name.as_str(), value.into_owned())),
         }
     }
-    write_str_map(&mut out, joined.iter().map(|(k, v)| (*k, v.as_str())));
     encode::write_str(&mut out, "body").expect("vec write");
     encode::write_bin(&mut out, body).expect("vec write");
     encode::write_str(&mut out, "remote_addr").expect("vec write");
@@ -381,11 +409,28 @@ pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
 
+    let Some(handle) = shared.http.cells.get(&cell) else {
+        return status(StatusCode::SERVICE_UNAVAILABLE, "cell not ready\n");
+    };
     let id = shared.http.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+    let payload = encode_request(
+        id,
+        parts.method.as_str(),
+        &path,
+        &params,
+        &query,
+        &parts.headers,
+        &body,
+        &remote,
+    );
+    // The whole event, headers and all, is bounded too (SPEC §3).
+    if payload.len() as u64 > limits.max_message_bytes {
+        return too_large();
+    }
     let (tx, rx) = oneshot::channel();
     {
         let mut pending = shared.http.pending.lock().unwrap();
-        if pending.values().filter(|p| p.cell == cell).count() >= MAX_PENDING_PER_CELL {
+        if pending.owed_by(&cell) >= MAX_PENDING_PER_CELL {
             return status(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "cell is busy: request queue full\n",
@@ -399,27 +444,20 @@ pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -
             },
         );
     }
-    let payload = encode_request(
-        id,
-        parts.method.as_str(),
-        &path,
-        &params,
-        &query,
-        &parts.headers,
-        &body,
-        &remote,
-    );
-    // The whole event, headers and all, is bounded too (SPEC §3).
-    if payload.len() as u64 > limits.max_message_bytes {
-        shared.http.pending.lock().unwrap().remove(&id);
-        return too_large();
+    if let Err(e) = handle.deliver("http.request", &payload, id) {
+        shared.http.pending.lock().unwrap().remove(id);
+        return match e {
+            DeliverError::Full => status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cell is busy: queue full\n",
+            ),
+            DeliverError::Gone => status(StatusCode::SERVICE_UNAVAILABLE, "cell stopped\n"),
+            DeliverError::Invalid | DeliverError::Unsupported => status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "request could not be delivered\n",
+            ),
+        };
     }
-    shared.http.events.push(StepEvent {
-        kind: "http.request".into(),
-        payload,
-        id,
-        cell,
-    });
 
     match tokio::time::timeout(limits.call_timeout, rx).await {
         Ok(Ok(Some(reply))) => build(reply),
@@ -427,7 +465,7 @@ pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -
             status(StatusCode::BAD_GATEWAY, "the cell failed before replying\n")
         }
         Err(_) => {
-            shared.http.pending.lock().unwrap().remove(&id);
+            shared.http.pending.lock().unwrap().remove(id);
             status(
                 StatusCode::GATEWAY_TIMEOUT,
                 "the cell did not reply within call_timeout_ms\n",

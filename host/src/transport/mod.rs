@@ -7,16 +7,16 @@ mod http_out;
 mod sse;
 mod ws;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
-use pulp_ext_api::{CapabilityHandle, HostHandle, SetupEnv, StepEvent};
+use pulp_ext_api::{CapabilityHandle, HostHandle, SetupEnv};
 
 /// What the transports need to know of a cell that declares one of them.
 #[derive(Clone, Debug)]
@@ -26,33 +26,24 @@ pub(crate) struct CellLimits {
     pub allowed_outbound_hosts: Vec<String>,
 }
 
-/// Events a transport capability hands the host through `poll`, and its wake.
+/// Each transport's handle for each cell, through which it delivers events
+/// straight into that cell's queue.
 #[derive(Default)]
-pub(crate) struct EventQueue {
-    queue: Mutex<VecDeque<StepEvent>>,
-    waker: OnceLock<HostHandle>,
-}
+pub(crate) struct CellHandles(RwLock<HashMap<String, HostHandle>>);
 
-impl EventQueue {
-    pub fn set_waker(&self, env: &SetupEnv) {
-        let _ = self.waker.set(env.host);
+impl CellHandles {
+    pub fn set(&self, env: &SetupEnv) {
+        self.0.write().unwrap().insert(env.cell.clone(), env.host);
     }
 
-    pub fn push(&self, event: StepEvent) {
-        self.queue.lock().unwrap().push_back(event);
-        if let Some(waker) = self.waker.get() {
-            waker.wake();
-        }
-    }
-
-    pub fn pop(&self) -> Option<StepEvent> {
-        self.queue.lock().unwrap().pop_front()
+    pub fn get(&self, cell: &str) -> Option<HostHandle> {
+        self.0.read().unwrap().get(cell).copied()
     }
 }
 
 pub(crate) struct Shared {
     runtime: tokio::runtime::Handle,
-    cells: RwLock<HashMap<String, CellLimits>>,
+    cells: RwLock<HashMap<String, Arc<CellLimits>>>,
     http: http_in::Routes,
     ws: ws::Connections,
     sse: sse::Streams,
@@ -63,15 +54,15 @@ impl Shared {
     fn register_cell(&self, env: &SetupEnv) {
         self.cells.write().unwrap().insert(
             env.cell.clone(),
-            CellLimits {
+            Arc::new(CellLimits {
                 max_message_bytes: env.max_message_bytes,
                 call_timeout: Duration::from_millis(env.call_timeout_ms),
                 allowed_outbound_hosts: env.allowed_outbound_hosts.clone(),
-            },
+            }),
         );
     }
 
-    fn limits(&self, cell: &str) -> Option<CellLimits> {
+    fn limits(&self, cell: &str) -> Option<Arc<CellLimits>> {
         self.cells.read().unwrap().get(cell).cloned()
     }
 }
@@ -132,8 +123,8 @@ async fn dispatch(
     request: Request,
 ) -> Response {
     let path = request.uri().path();
-    if let Some(cell) = shared.ws.route(path)
-        && ws::is_upgrade(&request)
+    if ws::is_upgrade(&request)
+        && let Some(cell) = shared.ws.route(path)
     {
         return ws::upgrade(shared, cell, request).await;
     }

@@ -10,12 +10,12 @@ use axum::extract::{FromRequestParts, Request};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
-use pulp_ext_api::{Capability, Code, HostImport, SetupEnv, StepEvent, ValType};
+use pulp_ext_api::{Capability, Code, HostHandle, HostImport, SetupEnv, ValType};
 use rmp::encode;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::{EventQueue, Shared};
+use super::{CellHandles, Shared};
 
 pub const NAME: &str = "transport.ws.inbound";
 
@@ -36,7 +36,7 @@ pub struct Connections {
     routes: RwLock<HashMap<String, String>>,
     conns: Mutex<HashMap<u64, Conn>>,
     next_id: AtomicU64,
-    events: EventQueue,
+    cells: CellHandles,
 }
 
 impl Connections {
@@ -116,12 +116,21 @@ fn write_pairs(out: &mut Vec<u8>, pairs: &[(String, String)]) {
     }
 }
 
-fn event(kind: &str, cell: &str, payload: Vec<u8>, id: u64) -> StepEvent {
-    StepEvent {
-        kind: kind.into(),
-        payload,
-        id,
-        cell: cell.into(),
+/// Close code when the cell cannot take more events (1013: try again later).
+const CLOSE_CELL_BUSY: u16 = 1013;
+
+/// Hands an event to the cell; false when its queue is full or it has stopped.
+fn deliver(handle: &HostHandle, cell: &str, kind: &str, payload: &[u8], conn_id: u64) -> bool {
+    match handle.deliver(kind, payload, conn_id) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(
+                cell,
+                conn_id,
+                "{kind} not delivered ({e:?}); closing the connection"
+            );
+            false
+        }
     }
 }
 
@@ -134,6 +143,9 @@ async fn run(
     headers: Vec<(String, String)>,
 ) {
     let ws = &shared.ws;
+    let Some(handle) = ws.cells.get(&cell) else {
+        return;
+    };
     let conn_id = ws.next_id.fetch_add(1, Ordering::Relaxed) + 1;
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(SEND_QUEUE);
     ws.conns.lock().unwrap().insert(
@@ -154,9 +166,12 @@ async fn run(
     write_pairs(&mut open, &query);
     encode::write_str(&mut open, "headers").expect("vec write");
     write_pairs(&mut open, &headers);
-    ws.events.push(event("ws.open", &cell, open, conn_id));
-
     let (mut sink, mut stream) = socket.split();
+    if !deliver(&handle, &cell, "ws.open", &open, conn_id) {
+        ws.conns.lock().unwrap().remove(&conn_id);
+        let _ = sink.send(close_message(CLOSE_CELL_BUSY, "cell busy")).await;
+        return;
+    }
     let writer = tokio::spawn(async move {
         while let Some(message) = out_rx.recv().await {
             let closing = matches!(message, Message::Close(_));
@@ -192,7 +207,15 @@ async fn run(
         encode::write_u8(&mut frame, opcode).expect("vec write");
         encode::write_str(&mut frame, "payload").expect("vec write");
         encode::write_bin(&mut frame, &payload).expect("vec write");
-        ws.events.push(event("ws.frame", &cell, frame, conn_id));
+        if !deliver(&handle, &cell, "ws.frame", &frame, conn_id) {
+            if let Some(conn) = ws.conns.lock().unwrap().remove(&conn_id) {
+                let _ = conn
+                    .out
+                    .try_send(close_message(CLOSE_CELL_BUSY, "cell busy"));
+            }
+            (code, reason) = (CLOSE_CELL_BUSY, "cell busy".to_owned());
+            break;
+        }
     }
 
     // Gone from the table first, so sends after this are refused, not queued.
@@ -207,7 +230,7 @@ async fn run(
         encode::write_u16(&mut close, code).expect("vec write");
         encode::write_str(&mut close, "reason").expect("vec write");
         encode::write_str(&mut close, &reason).expect("vec write");
-        ws.events.push(event("ws.close", &cell, close, conn_id));
+        deliver(&handle, &cell, "ws.close", &close, conn_id);
     }
 }
 
@@ -326,12 +349,8 @@ impl Capability for WsInbound {
 
     fn setup(&self, env: &SetupEnv) -> Result<(), String> {
         self.0.register_cell(env);
-        self.0.ws.events.set_waker(env);
+        self.0.ws.cells.set(env);
         Ok(())
-    }
-
-    fn poll(&self) -> Option<StepEvent> {
-        self.0.ws.events.pop()
     }
 
     fn cell_failed(&self, cell: &str) {

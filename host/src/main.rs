@@ -84,6 +84,7 @@ fn run(args: RunArgs) -> Result<(), String> {
     init_logging(&args.ext.log);
     let manifests = manifests(&args)?;
     let io = async_runtime()?;
+    let signals = Signals::install(&io)?;
     let transport = Transport::new(io.handle().clone())?;
     let registry = Arc::new(registry(&args.ext, &transport)?);
     let runtime = Arc::new(Runtime::new().map_err(|e| format!("cannot start wasmtime: {e}"))?);
@@ -130,21 +131,36 @@ fn run(args: RunArgs) -> Result<(), String> {
     }
     tracing::info!("ready");
 
-    let signal = io.block_on(wait_for_signal())?;
+    let signal = io.block_on(signals.wait());
     tracing::info!("{signal}: shutting down");
     stop.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
     host.shutdown();
     Ok(())
 }
 
-async fn wait_for_signal() -> Result<&'static str, String> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+/// SIGTERM and SIGINT, caught from the moment this returns: a signal that comes
+/// while cells are still starting waits for them, then shuts down in order.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install(io: &tokio::runtime::Runtime) -> Result<Signals, String> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let _context = io.enter();
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).map_err(|e| e.to_string())?,
+            int: signal(SignalKind::interrupt()).map_err(|e| e.to_string())?,
+        })
+    }
+
+    async fn wait(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }
 
 fn check(args: RunArgs) -> Result<(), String> {

@@ -52,7 +52,7 @@ fn http_routes_params_query_headers_cookies_and_bodies() {
     assert_eq!(r.bytes().unwrap().to_vec(), binary);
 
     let r = http
-        .get(url("/inspect?b=2&a=1"))
+        .get(url("/inspect?b=2&a=0&a=1"))
         .header("x-test", "yes")
         .send()
         .unwrap();
@@ -388,4 +388,28 @@ fn https_with_a_generated_certificate() {
             .send()
             .is_err()
     );
+}
+
+#[test]
+fn a_websocket_client_that_does_not_read_is_closed_not_buffered() {
+    use tungstenite::Message;
+    let scratch = Scratch::new();
+    let (pulp, port) = start(&scratch, &[cell("wsecho")], &[]);
+    let _slow = ws_connect(port);
+    let mut fast = ws_connect(port);
+    pulp.wait_for_n(&["ws open"], 2);
+
+    // Broadcast until the host gives up on the client that never reads; the fast
+    // client reads its own copy each time, so only the slow one falls behind.
+    let chunk = "x".repeat(64 * 1024);
+    let mut sent = 0;
+    while !pulp.log().contains("WebSocket client too slow; closed") {
+        assert!(sent < 5000, "the slow client was never closed");
+        fast.send(Message::text(format!("all:{chunk}"))).unwrap();
+        assert_eq!(fast.read().unwrap().len(), chunk.len());
+        sent += 1;
+    }
+    // The host and the other connection carry on.
+    fast.send(Message::text("still here")).unwrap();
+    assert_eq!(fast.read().unwrap(), Message::text("still here"));
 }

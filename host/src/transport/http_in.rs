@@ -403,11 +403,7 @@ pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -
             return too_large();
         }
     };
-    let query: Vec<(String, String)> = parts
-        .uri
-        .query()
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
+    let query = super::parse_query(parts.uri.query());
 
     let Some(handle) = shared.http.cells.get(&cell) else {
         return status(StatusCode::SERVICE_UNAVAILABLE, "cell not ready\n");

@@ -136,6 +136,19 @@ async fn dispatch(
     http_in::handle(shared, remote, request).await
 }
 
+/// A query string as name/value pairs; a repeated name keeps its last value, so
+/// the map a cell receives has unique keys.
+fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()).into_owned() {
+        match pairs.iter_mut().find(|(n, _)| *n == name) {
+            Some(pair) => pair.1 = value,
+            None => pairs.push((name, value)),
+        }
+    }
+    pairs
+}
+
 /// PEM files for HTTPS.
 pub struct Tls {
     pub cert: PathBuf,

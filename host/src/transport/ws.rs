@@ -86,11 +86,7 @@ pub async fn upgrade(shared: Arc<Shared>, cell: String, request: Request) -> Res
         Err(rejection) => return rejection.into_response(),
     };
     let path = parts.uri.path().to_owned();
-    let query: Vec<(String, String)> = parts
-        .uri
-        .query()
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
+    let query = super::parse_query(parts.uri.query());
     let headers: Vec<(String, String)> = parts
         .headers
         .iter()

@@ -213,12 +213,7 @@ impl Capability for HttpInbound {
             "http_register",
             &[ValType::I32, ValType::I32],
             move |guest, args| {
-                let bytes = guest.read_arg(args, 0)?;
-                if bytes.is_empty() {
-                    return Err(Code::EMPTY);
-                }
-                let req: RegisterRequest =
-                    rmp_serde::from_slice(bytes).map_err(|_| Code::DECODE)?;
+                let req: RegisterRequest = super::decode_arg(guest, args)?;
                 shared.http.register(guest.cell(), &req.method, &req.path)
             },
         );
@@ -227,12 +222,7 @@ impl Capability for HttpInbound {
             "http_respond",
             &[ValType::I32, ValType::I32],
             move |guest, args| {
-                let bytes = guest.read_arg(args, 0)?;
-                if bytes.is_empty() {
-                    return Err(Code::EMPTY);
-                }
-                let resp: RespondRequest =
-                    rmp_serde::from_slice(bytes).map_err(|_| Code::DECODE)?;
+                let resp: RespondRequest = super::decode_arg(guest, args)?;
                 let mut pending = shared.http.pending.lock().unwrap();
                 match pending.by_id.get(&resp.id) {
                     Some(p) if p.cell == guest.cell() => {}

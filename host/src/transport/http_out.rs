@@ -172,11 +172,7 @@ impl Capability for HttpOutbound {
             "http_fetch",
             &params,
             move |guest, args| {
-                let bytes = guest.read_arg(args, 0)?;
-                if bytes.is_empty() {
-                    return Err(Code::EMPTY);
-                }
-                let req: FetchRequest = rmp_serde::from_slice(bytes).map_err(|_| Code::DECODE)?;
+                let req: FetchRequest = super::decode_arg(guest, args)?;
                 let cell = guest.cell().to_owned();
                 let limits = shared.limits(&cell).ok_or(Code::FAILED)?;
                 let response = fetch(&shared, &cell, &limits, req)?;

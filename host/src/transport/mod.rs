@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
-use pulp_ext_api::{CapabilityHandle, HostHandle, SetupEnv};
+use pulp_ext_api::{Args, CapabilityHandle, Code, Guest, HostHandle, SetupEnv};
 
 /// What the transports need to know of a cell that declares one of them.
 #[derive(Clone, Debug)]
@@ -134,6 +134,30 @@ async fn dispatch(
         return stream;
     }
     http_in::handle(shared, remote, request).await
+}
+
+/// Decodes the MessagePack argument at `args[0]`, `args[1]`.
+fn decode_arg<T: serde::de::DeserializeOwned>(
+    guest: &Guest<'_>,
+    args: Args<'_>,
+) -> Result<T, Code> {
+    let bytes = guest.read_arg(args, 0)?;
+    if bytes.is_empty() {
+        return Err(Code::EMPTY);
+    }
+    rmp_serde::from_slice(bytes).map_err(|_| Code::DECODE)
+}
+
+/// The raw path argument of `ws_register` and `sse_register`.
+fn path_arg<'g>(guest: &'g Guest<'_>, args: Args<'_>) -> Result<&'g str, Code> {
+    let path = guest.read_str_arg(args, 0)?;
+    if path.is_empty() {
+        return Err(Code::EMPTY);
+    }
+    if !path.starts_with('/') {
+        return Err(Code::DECODE);
+    }
+    Ok(path)
 }
 
 /// A query string as name/value pairs; a repeated name keeps its last value, so

@@ -89,13 +89,7 @@ impl Capability for ServerSentEvents {
         let pair = [ValType::I32, ValType::I32];
         let shared = Arc::clone(&self.0);
         let register = HostImport::new("sse_register", &pair, move |guest, args| {
-            let path = guest.read_str_arg(args, 0)?;
-            if path.is_empty() {
-                return Err(Code::EMPTY);
-            }
-            if !path.starts_with('/') {
-                return Err(Code::DECODE);
-            }
+            let path = super::path_arg(guest, args)?;
             let mut paths = shared.sse.paths.write().unwrap();
             match paths.get(path) {
                 Some(stream) if stream.cell != guest.cell() => {
@@ -122,11 +116,7 @@ impl Capability for ServerSentEvents {
         });
         let shared = Arc::clone(&self.0);
         let emit = HostImport::new("sse_emit", &pair, move |guest, args| {
-            let bytes = guest.read_arg(args, 0)?;
-            if bytes.is_empty() {
-                return Err(Code::EMPTY);
-            }
-            let req: EmitRequest = rmp_serde::from_slice(bytes).map_err(|_| Code::DECODE)?;
+            let req: EmitRequest = super::decode_arg(guest, args)?;
             // A line break would end the field early and forge others.
             let breaks =
                 |s: &Option<String>| s.as_deref().is_some_and(|s| s.contains(['\n', '\r']));

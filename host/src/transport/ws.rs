@@ -266,13 +266,7 @@ impl Capability for WsInbound {
         let pair = [ValType::I32, ValType::I32];
         let shared = Arc::clone(&self.0);
         let register = HostImport::new("ws_register", &pair, move |guest, args| {
-            let path = guest.read_str_arg(args, 0)?;
-            if path.is_empty() {
-                return Err(Code::EMPTY);
-            }
-            if !path.starts_with('/') {
-                return Err(Code::DECODE);
-            }
+            let path = super::path_arg(guest, args)?;
             let mut routes = shared.ws.routes.write().unwrap();
             match routes.get(path) {
                 Some(owner) if owner != guest.cell() => {
@@ -290,11 +284,7 @@ impl Capability for WsInbound {
         });
         let shared = Arc::clone(&self.0);
         let send = HostImport::new("ws_send", &pair, move |guest, args| {
-            let bytes = guest.read_arg(args, 0)?;
-            if bytes.is_empty() {
-                return Err(Code::EMPTY);
-            }
-            let req: SendRequest = rmp_serde::from_slice(bytes).map_err(|_| Code::DECODE)?;
+            let req: SendRequest = super::decode_arg(guest, args)?;
             let message = match req.opcode {
                 1 => Message::Text(
                     String::from_utf8(req.payload)
@@ -326,11 +316,7 @@ impl Capability for WsInbound {
         });
         let shared = Arc::clone(&self.0);
         let close = HostImport::new("ws_close", &pair, move |guest, args| {
-            let bytes = guest.read_arg(args, 0)?;
-            if bytes.is_empty() {
-                return Err(Code::EMPTY);
-            }
-            let req: CloseRequest = rmp_serde::from_slice(bytes).map_err(|_| Code::DECODE)?;
+            let req: CloseRequest = super::decode_arg(guest, args)?;
             let mut conns = shared.ws.conns.lock().unwrap();
             match conns.get(&req.conn_id) {
                 Some(c) if c.cell == guest.cell() => {}

@@ -408,7 +408,11 @@ unsafe extern "C" fn cap_finalize(ptr: *const c_void, id: u64) -> RResult<(), RS
 
 impl CapabilityFfi {
     pub fn new<C: Capability>(capability: C) -> CapabilityFfi {
-        let boxed: Box<Box<dyn Capability>> = Box::new(Box::new(capability));
+        CapabilityFfi::from_box(Box::new(capability))
+    }
+
+    pub fn from_box(capability: Box<dyn Capability>) -> CapabilityFfi {
+        let boxed: Box<Box<dyn Capability>> = Box::new(capability);
         CapabilityFfi {
             this: Box::into_raw(boxed) as *const c_void,
             vtable: CapabilityVTableRef(CAPABILITY_VTABLE.static_as_prefix()),

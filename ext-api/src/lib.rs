@@ -239,46 +239,9 @@ pub mod __private {
         // to the host log instead, where they carry the extension's name.
         std::panic::set_hook(Box::new(|info| tracing::error!("{info}")));
         match catch_unwind(AssertUnwindSafe(capabilities)) {
-            Ok(list) => RResult::ROk(list.into_iter().map(boxed_ffi).collect()),
+            Ok(list) => RResult::ROk(list.into_iter().map(CapabilityFfi::from_box).collect()),
             Err(_) => RResult::RErr("the extension's capabilities() panicked".into()),
         }
-    }
-
-    fn boxed_ffi(capability: Box<dyn Capability>) -> CapabilityFfi {
-        struct Boxed(Box<dyn Capability>);
-        impl Capability for Boxed {
-            fn name(&self) -> &str {
-                self.0.name()
-            }
-            fn provider(&self) -> &str {
-                self.0.provider()
-            }
-            fn imports(&self) -> Vec<HostImport> {
-                self.0.imports()
-            }
-            fn stub_imports(&self) -> Vec<HostImport> {
-                self.0.stub_imports()
-            }
-            fn setup(&self, env: &SetupEnv) -> Result<(), String> {
-                self.0.setup(env)
-            }
-            fn teardown_cell(&self, cell: &str) {
-                self.0.teardown_cell(cell)
-            }
-            fn cell_failed(&self, cell: &str) {
-                self.0.cell_failed(cell)
-            }
-            fn teardown(&self) {
-                self.0.teardown()
-            }
-            fn poll(&self) -> Option<StepEvent> {
-                self.0.poll()
-            }
-            fn finalize(&self, id: u64) {
-                self.0.finalize(id)
-            }
-        }
-        CapabilityFfi::new(Boxed(capability))
     }
 }
 

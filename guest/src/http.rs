@@ -47,6 +47,19 @@ pub struct Request {
 impl Request {
     /// The event kind that carries a request.
     pub const KIND: &'static str = "http.request";
+
+    /// The request a step carries, if it carries one. A payload that does not
+    /// decode is logged at level error and yields `None`, like a step without one.
+    pub fn from_step(step: &crate::Step) -> Option<Request> {
+        let event = step.event().filter(|e| e.kind() == Request::KIND)?;
+        match event.decode() {
+            Ok(request) => Some(request),
+            Err(err) => {
+                crate::log::error(&err.to_string());
+                None
+            }
+        }
+    }
 }
 
 /// The answer to a [`Request`], built with the methods below.

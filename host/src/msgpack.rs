@@ -37,6 +37,18 @@ fn write_value(out: &mut Vec<u8>, value: &toml::Value) {
     }
 }
 
+/// Writes string pairs as a MessagePack map.
+pub fn write_pairs<'a>(
+    out: &mut Vec<u8>,
+    pairs: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+) {
+    encode::write_map_len(out, pairs.len() as u32).expect("vec write");
+    for (k, v) in pairs {
+        encode::write_str(out, k).expect("vec write");
+        encode::write_str(out, v).expect("vec write");
+    }
+}
+
 /// Checks that `bytes` is exactly one well-formed MessagePack value. Walks the
 /// markers without decoding or allocating: it runs for every event.
 pub fn check_one_value(bytes: &[u8]) -> Result<(), String> {

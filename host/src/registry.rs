@@ -207,8 +207,12 @@ impl Registry {
     }
 
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.entries.iter().map(|e| e.name().to_owned()).collect();
-        names.dedup();
+        let mut names: Vec<String> = Vec::new();
+        for entry in &self.entries {
+            if !names.iter().any(|n| n == entry.name()) {
+                names.push(entry.name().to_owned());
+            }
+        }
         names
     }
 }

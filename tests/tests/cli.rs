@@ -2,7 +2,7 @@
 
 use pulp_e2e::{Pulp, Scratch, cell, run};
 
-fn assert_fails(args: &[&str], needles: &[&str]) {
+fn assert_fails<S: AsRef<std::ffi::OsStr>>(args: &[S], needles: &[&str]) {
     let (status, log) = run(args);
     assert_eq!(status.code(), Some(1), "{log}");
     for needle in needles {
@@ -67,7 +67,7 @@ fn missing_manifest_file_and_no_manifest() {
         &["-manifest", "/nonexistent/app.toml"],
         &["/nonexistent/app.toml", "cannot read it"],
     );
-    assert_fails(&[], &["give at least one -manifest PATH"]);
+    assert_fails::<&str>(&[], &["give at least one -manifest PATH"]);
 }
 
 #[test]
@@ -137,4 +137,104 @@ fn tls_flags_come_in_pairs() {
     let (status, log) = run(&["-manifest", "x.toml", "-http-cert", "cert.pem"]);
     assert_eq!(status.code(), Some(2), "{log}");
     assert!(log.contains("--http-key"), "{log}");
+}
+
+#[test]
+fn out_of_range_limits_and_inconsistent_capabilities_are_errors() {
+    let scratch = Scratch::new();
+    for (file, edit, needle) in [
+        (
+            "pages.toml",
+            "max_memory_pages = 0\n",
+            "max_memory_pages = 0 is out of range",
+        ),
+        (
+            "timeout.toml",
+            "call_timeout_ms = 0\n",
+            "call_timeout_ms must be at least 1",
+        ),
+        (
+            "restart.toml",
+            "restart = \"sometimes\"\n",
+            "unknown variant `sometimes`",
+        ),
+        (
+            "twice.toml",
+            "capabilities = [\"demo.greet\", \"demo.greet\"]\n",
+            "capability \"demo.greet\" is listed twice",
+        ),
+        (
+            "pin.toml",
+            "[providers]\n\"storage.s3\" = \"x\"\n",
+            "[providers] pins \"storage.s3\", which is not in capabilities",
+        ),
+    ] {
+        let manifest = scratch.write(
+            file,
+            format!("name = \"bad\"\nversion = \"0.1.0\"\nwasm = \"none.wat\"\n{edit}"),
+        );
+        assert_fails(&["-manifest", manifest.to_str().unwrap()], &[file, needle]);
+    }
+}
+
+/// A minimal cell in WAT whose imports are `imports`.
+fn wat_cell(
+    scratch: &Scratch,
+    name: &str,
+    imports: &str,
+    exports_step: bool,
+) -> std::path::PathBuf {
+    let step = if exports_step {
+        r#"(func (export "pulp_step") (param i32 i32) (result i32) i32.const 0)"#
+    } else {
+        ""
+    };
+    scratch.write(
+        &format!("{name}.wat"),
+        format!(
+            r#"(module {imports}
+                (memory (export "memory") 1)
+                (func (export "pulp_alloc") (param i32) (result i32) i32.const 1024)
+                (func (export "pulp_init") (param i32 i32) (result i32) i32.const 0)
+                {step})"#
+        ),
+    );
+    scratch.write(
+        &format!("{name}.toml"),
+        format!("name = \"{name}\"\nversion = \"0.1.0\"\nwasm = \"{name}.wat\"\n"),
+    )
+}
+
+#[test]
+fn a_wrong_import_signature_or_a_missing_export_fails_start_up() {
+    let scratch = Scratch::new();
+    let wrong = wat_cell(
+        &scratch,
+        "wrong",
+        r#"(import "pulp" "log" (func (param i32) (result i32)))"#,
+        true,
+    );
+    assert_fails(
+        &scratch.args(&[wrong]),
+        &[
+            "cell wrong imports pulp.log as (i32) -> (i32), but capability core.log provides it as (i32, i32, i32) -> i32",
+        ],
+    );
+    let foreign = wat_cell(
+        &scratch,
+        "foreign",
+        r#"(import "env" "thing" (func))"#,
+        true,
+    );
+    assert_fails(
+        &scratch.args(&[foreign]),
+        &[
+            "cell foreign imports env.thing: cells may import only from `pulp` and `wasi_snapshot_preview1`",
+        ],
+    );
+    let stepless = wat_cell(&scratch, "stepless", "", false);
+    assert_fails(
+        &scratch.args(&[stepless]),
+        &["cell stepless: the module does not export pulp_step(i32, i32) -> i32"],
+    );
 }

@@ -7,20 +7,8 @@ use pulp_e2e::{Pulp, Scratch, cell, library, run};
 use sha2::{Digest, Sha256};
 
 /// Runs the hello cell (declares demo.greet) against `exts/` and returns the outcome.
-fn start_hello(scratch: &Scratch, extra: &[&str]) -> (ExitStatus, String) {
-    let hello = cell("hello");
-    let exts = scratch.ext_dir();
-    let storage = scratch.path().join("data");
-    let mut args = vec![
-        "--ext-dir",
-        exts.to_str().unwrap(),
-        "-manifest",
-        hello.to_str().unwrap(),
-        "--storage-root",
-        storage.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    run(&args)
+fn start_hello(scratch: &Scratch) -> (ExitStatus, String) {
+    run(&scratch.args(&[cell("hello")]))
 }
 
 /// Asserts a start-up failure: exit 1, and one error line holding every needle.
@@ -47,7 +35,7 @@ fn missing_library_file() {
     let scratch = Scratch::new();
     scratch.write("exts/extensions.toml", demo_entry("pulp_ext_nowhere"));
     assert_load_error(
-        start_hello(&scratch, &[]),
+        start_hello(&scratch),
         &[
             "extension \"demo\"",
             "library file not found",
@@ -63,7 +51,7 @@ fn a_file_that_is_not_a_library() {
     scratch.write("exts/libjunk.so", "this is not an ELF file\n");
     scratch.write("exts/extensions.toml", demo_entry("junk"));
     assert_load_error(
-        start_hello(&scratch, &[]),
+        start_hello(&scratch),
         &[
             "libjunk.so",
             "not a loadable library",
@@ -78,7 +66,7 @@ fn a_library_without_a_pulp_root_module() {
     scratch.install("pulp-fixture-ext-not-pulp", "libplain.so");
     scratch.write("exts/extensions.toml", demo_entry("plain"));
     assert_load_error(
-        start_hello(&scratch, &[]),
+        start_hello(&scratch),
         &["libplain.so", "no Pulp root module", "export_extension!"],
     );
 }
@@ -89,7 +77,7 @@ fn a_library_built_for_another_interface_version() {
     scratch.install("pulp-fixture-ext-old-interface", "libold.so");
     scratch.write("exts/extensions.toml", demo_entry("old"));
     assert_load_error(
-        start_hello(&scratch, &[]),
+        start_hello(&scratch),
         &[
             "libold.so",
             "built for ext-api interface 0.9",
@@ -110,7 +98,7 @@ fn sha256_pins_are_enforced() {
         format!("{}sha256 = \"{wrong}\"\n", demo_entry("pulp_ext_demo")),
     );
     assert_load_error(
-        start_hello(&scratch, &[]),
+        start_hello(&scratch),
         &[
             "libpulp_ext_demo.so",
             &format!("has sha256 {actual}"),
@@ -143,7 +131,7 @@ fn two_providers_need_a_pin() {
     let scratch = Scratch::new();
     two_greeters(&scratch);
     assert_load_error(
-        start_hello(&scratch, &[]),
+        start_hello(&scratch),
         &[
             "cell hello",
             "capability \"demo.greet\" has 2 providers",
@@ -186,7 +174,7 @@ fn a_declared_capability_nobody_provides() {
     let scratch = Scratch::new();
     scratch.write("exts/extensions.toml", "");
     assert_load_error(
-        start_hello(&scratch, &[]),
+        start_hello(&scratch),
         &[
             "cell hello",
             "capability \"demo.greet\" is declared but nothing provides it",
@@ -200,17 +188,8 @@ fn swapping_the_library_file_changes_behaviour_after_restart() {
     let scratch = Scratch::new();
     scratch.install("pulp-ext-demo", "libgreeter.so");
     scratch.write("exts/extensions.toml", demo_entry("greeter"));
-    let hello = cell("hello");
     let exts = scratch.ext_dir();
-    let storage = scratch.path().join("data");
-    let args = [
-        "--ext-dir",
-        exts.to_str().unwrap(),
-        "-manifest",
-        hello.to_str().unwrap(),
-        "--storage-root",
-        storage.to_str().unwrap(),
-    ];
+    let args = scratch.args(&[cell("hello")]);
     let first = Pulp::start(&args);
     first.wait_for(&["hello, pulp! (cell hello)"]);
     let (status, _) = first.stop("TERM");
@@ -247,4 +226,28 @@ fn ext_list_prints_builtin_and_loaded_capabilities() {
     );
     assert!(out.contains("    demo_greet(i32, i32) -> i32"), "{out}");
     assert!(out.contains("demo.ticker  provider=pulp-ext-demo"), "{out}");
+}
+
+#[test]
+fn a_malformed_extensions_file() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "exts/extensions.toml",
+        format!("{}libary = \"typo\"\n", demo_entry("pulp_ext_demo")),
+    );
+    assert_load_error(
+        start_hello(&scratch),
+        &["extensions.toml", "unknown field `libary`"],
+    );
+
+    scratch.install("pulp-ext-demo", "libpulp_ext_demo.so");
+    scratch.write(
+        "exts/extensions.toml",
+        format!(
+            "{}\n{}",
+            demo_entry("pulp_ext_demo"),
+            demo_entry("pulp_ext_demo")
+        ),
+    );
+    assert_load_error(start_hello(&scratch), &["two entries are named \"demo\""]);
 }

@@ -60,15 +60,7 @@ impl HostServices for CellLink {
     }
 
     fn deliver(&self, kind: &str, payload: &[u8], id: u64) -> Result<(), DeliverError> {
-        if payload.len() as u64 > self.route.max_message_bytes {
-            return Err(DeliverError::Invalid);
-        }
-        if let Err(e) = msgpack::check_one_value(payload) {
-            tracing::error!(
-                capability = self.entry.name(),
-                cell = &*self.route.cell,
-                "event {id} (kind {kind}): {e}"
-            );
+        if !self.route.accepts(&self.entry, kind, payload, id) {
             return Err(DeliverError::Invalid);
         }
         let delivery = Delivery {
@@ -84,6 +76,31 @@ impl HostServices for CellLink {
     }
 }
 
+impl Route {
+    /// Whether an event's payload may go to this cell: one MessagePack value, within
+    /// its `max_message_bytes`. A refusal is logged here, once for both paths.
+    fn accepts(&self, entry: &Entry, kind: &str, payload: &[u8], id: u64) -> bool {
+        let problem = if payload.len() as u64 > self.max_message_bytes {
+            format!(
+                "{} bytes, over max_message_bytes = {}",
+                payload.len(),
+                self.max_message_bytes
+            )
+        } else if let Err(e) = msgpack::check_one_value(payload) {
+            e
+        } else {
+            return true;
+        };
+        tracing::error!(
+            capability = entry.name(),
+            origin = %entry.origin,
+            cell = &*self.cell,
+            "event {id} (kind {kind}) refused: {problem}"
+        );
+        false
+    }
+}
+
 #[derive(Default)]
 struct Flags {
     pending: bool,
@@ -92,32 +109,35 @@ struct Flags {
 
 pub struct Pump {
     flags: Arc<(Mutex<Flags>, Condvar)>,
-    thread: JoinHandle<()>,
+    /// Started by the first wake: most capabilities (every built-in) never poll.
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl Pump {
-    /// `routes` lists the cells that declare the capability, in manifest order; the
-    /// first is where events without a cell go.
+    /// Makes `entry`'s wake start (once) and then signal a pump thread. `routes`
+    /// lists the cells that declare the capability, in manifest order; the first is
+    /// where events without a cell go.
     pub fn start(entry: Arc<Entry>, routes: Vec<Route>) -> Pump {
-        // Pending from the start: whatever setup queued is polled once.
-        let flags = Arc::new((
-            Mutex::new(Flags {
-                pending: true,
-                stop: false,
-            }),
-            Condvar::new(),
-        ));
+        let flags = Arc::new((Mutex::new(Flags::default()), Condvar::new()));
+        let thread: Arc<Mutex<Option<JoinHandle<()>>>> = Arc::default();
         let waker_flags = Arc::clone(&flags);
+        let waker_thread = Arc::clone(&thread);
+        let name = format!("pump-{}", entry.name());
         entry.link.set_waker(Box::new(move || {
             let (lock, signal) = &*waker_flags;
             lock.lock().unwrap().pending = true;
             signal.notify_one();
+            let mut thread = waker_thread.lock().unwrap();
+            if thread.is_none() {
+                let (entry, routes, flags) =
+                    (Arc::clone(&entry), routes.clone(), Arc::clone(&waker_flags));
+                let spawned = std::thread::Builder::new()
+                    .name(name.clone())
+                    .spawn(move || pump(&entry, &routes, &flags))
+                    .expect("spawn an event pump");
+                *thread = Some(spawned);
+            }
         }));
-        let thread_flags = Arc::clone(&flags);
-        let thread = std::thread::Builder::new()
-            .name(format!("pump-{}", entry.name()))
-            .spawn(move || pump(&entry, &routes, &thread_flags))
-            .expect("spawn an event pump");
         Pump { flags, thread }
     }
 
@@ -125,7 +145,9 @@ impl Pump {
         let (lock, signal) = &*self.flags;
         lock.lock().unwrap().stop = true;
         signal.notify_one();
-        let _ = self.thread.join();
+        if let Some(thread) = self.thread.lock().unwrap().take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -171,15 +193,7 @@ fn deliver(entry: &Arc<Entry>, routes: &[Route], event: pulp_ext_api::StepEvent)
         );
         return;
     };
-    if let Err(e) = msgpack::check_one_value(&event.payload) {
-        tracing::error!(capability, origin = %entry.origin, cell = &*route.cell,
-            "event {} (kind {}) has a bad payload: {e}; dropped", event.id, event.kind);
-        return;
-    }
-    if event.payload.len() as u64 > route.max_message_bytes {
-        tracing::error!(capability, origin = %entry.origin, cell = &*route.cell,
-            "event {} (kind {}) is {} bytes, over max_message_bytes = {}; dropped",
-            event.id, event.kind, event.payload.len(), route.max_message_bytes);
+    if !route.accepts(entry, &event.kind, &event.payload, event.id) {
         return;
     }
     let id = event.id;

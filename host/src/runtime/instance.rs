@@ -336,6 +336,13 @@ pub struct Instance {
     stderr: CellOutput,
 }
 
+/// Epoch ticks that make up one call's `call_timeout_ms`.
+fn deadline_ticks(timeout_ms: u64) -> u64 {
+    timeout_ms
+        .div_ceil(super::EPOCH_TICK.as_millis() as u64)
+        .max(1)
+}
+
 fn classify(err: wasmtime::Error, timeout_ms: u64) -> Failure {
     if let Some(exit) = err.downcast_ref::<I32Exit>() {
         return Failure::Exit(exit.0);
@@ -387,10 +394,7 @@ impl Instance {
             .map_err(Failure::Setup)?;
 
         let timeout_ms = spec.call_timeout_ms;
-        let ticks = timeout_ms
-            .div_ceil(super::EPOCH_TICK.as_millis() as u64)
-            .max(1);
-        store.set_epoch_deadline(ticks);
+        store.set_epoch_deadline(deadline_ticks(timeout_ms));
         let instance = {
             let _active = runtime.epoch.enter();
             linker.instantiate(&mut store, &spec.module).map_err(|e| {
@@ -460,11 +464,8 @@ impl Instance {
         &mut self,
         call: impl FnOnce(&mut Store<CellState>) -> wasmtime::Result<R>,
     ) -> Result<R, Failure> {
-        let ticks = self
-            .timeout_ms
-            .div_ceil(super::EPOCH_TICK.as_millis() as u64)
-            .max(1);
-        self.store.set_epoch_deadline(ticks);
+        self.store
+            .set_epoch_deadline(deadline_ticks(self.timeout_ms));
         let epoch = Arc::clone(&self.runtime.epoch);
         let _active = epoch.enter();
         call(&mut self.store).map_err(|e| classify(e, self.timeout_ms))

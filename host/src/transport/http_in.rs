@@ -16,6 +16,7 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use super::{CellHandles, Shared};
+use crate::msgpack;
 
 pub const NAME: &str = "transport.http.inbound";
 
@@ -281,17 +282,6 @@ fn too_large() -> Response {
     response
 }
 
-fn write_str_map<'a>(
-    out: &mut Vec<u8>,
-    entries: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
-) {
-    encode::write_map_len(out, entries.len() as u32).expect("vec write");
-    for (k, v) in entries {
-        encode::write_str(out, k).expect("vec write");
-        encode::write_str(out, v).expect("vec write");
-    }
-}
-
 /// The `http.request` payload (SPEC §4), encoded directly.
 #[allow(clippy::too_many_arguments)]
 fn encode_request(
@@ -313,12 +303,12 @@ fn encode_request(
     encode::write_str(&mut out, "path").expect("vec write");
     encode::write_str(&mut out, path).expect("vec write");
     encode::write_str(&mut out, "params").expect("vec write");
-    write_str_map(
+    msgpack::write_pairs(
         &mut out,
         params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
     );
     encode::write_str(&mut out, "query").expect("vec write");
-    write_str_map(
+    msgpack::write_pairs(
         &mut out,
         query.iter().map(|(k, v)| (k.as_str(), v.as_str())),
     );

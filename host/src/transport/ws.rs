@@ -16,6 +16,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::{CellHandles, Shared};
+use crate::msgpack;
 
 pub const NAME: &str = "transport.ws.inbound";
 
@@ -104,14 +105,6 @@ pub async fn upgrade(shared: Arc<Shared>, cell: String, request: Request) -> Res
         .on_upgrade(move |socket| run(shared, cell, socket, path, query, headers))
 }
 
-fn write_pairs(out: &mut Vec<u8>, pairs: &[(String, String)]) {
-    encode::write_map_len(out, pairs.len() as u32).expect("vec write");
-    for (k, v) in pairs {
-        encode::write_str(out, k).expect("vec write");
-        encode::write_str(out, v).expect("vec write");
-    }
-}
-
 /// Close code when the cell cannot take more events (1013: try again later).
 const CLOSE_CELL_BUSY: u16 = 1013;
 
@@ -159,9 +152,15 @@ async fn run(
     encode::write_str(&mut open, "path").expect("vec write");
     encode::write_str(&mut open, &path).expect("vec write");
     encode::write_str(&mut open, "query").expect("vec write");
-    write_pairs(&mut open, &query);
+    msgpack::write_pairs(
+        &mut open,
+        query.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    );
     encode::write_str(&mut open, "headers").expect("vec write");
-    write_pairs(&mut open, &headers);
+    msgpack::write_pairs(
+        &mut open,
+        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    );
     let (mut sink, mut stream) = socket.split();
     if !deliver(&handle, &cell, "ws.open", &open, conn_id) {
         ws.conns.lock().unwrap().remove(&conn_id);

@@ -34,15 +34,8 @@ impl Cell for Echo {
         for id in std::mem::take(&mut self.later) {
             send(&Response::new(id, 200).body("later"));
         }
-        let Some(event) = step.event().filter(|e| e.kind() == Request::KIND) else {
+        let Some(request) = Request::from_step(step) else {
             return 0;
-        };
-        let request: Request = match event.decode() {
-            Ok(request) => request,
-            Err(err) => {
-                log::error(&err.to_string());
-                return 1;
-            }
         };
         if request.method == "GET" && request.path == "/later" {
             self.later.push(request.id);

@@ -20,15 +20,8 @@ impl Cell for Fetcher {
     }
 
     fn step(&mut self, step: &Step) -> i32 {
-        let Some(event) = step.event().filter(|e| e.kind() == Request::KIND) else {
+        let Some(request) = Request::from_step(step) else {
             return 0;
-        };
-        let request: Request = match event.decode() {
-            Ok(request) => request,
-            Err(err) => {
-                log::error(&err.to_string());
-                return 1;
-            }
         };
         let response = match request.query.get("url") {
             Some(url) => proxy(request.id, url),

@@ -21,15 +21,8 @@ impl Cell for SseCell {
     }
 
     fn step(&mut self, step: &Step) -> i32 {
-        let Some(event) = step.event().filter(|e| e.kind() == Request::KIND) else {
+        let Some(request) = Request::from_step(step) else {
             return 0;
-        };
-        let request: Request = match event.decode() {
-            Ok(request) => request,
-            Err(err) => {
-                log::error(&err.to_string());
-                return 1;
-            }
         };
         let response = match std::str::from_utf8(&request.body) {
             Ok(data) => {

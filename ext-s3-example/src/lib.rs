@@ -1,0 +1,142 @@
+//! `storage.s3` (provider `pulp-ext-s3`): objects in an S3-compatible bucket, each
+//! cell confined to the keys under `<cell>/`, which it never sees.
+//!
+//! Every import takes one MessagePack request; those that return data take two
+//! out-pointers (SPEC §5):
+//!
+//! | import | request | result |
+//! |---|---|---|
+//! | `s3_put` | `{key, body, content_type?}` | |
+//! | `s3_get` | `{key}` | `{body, content_type, content_length, etag}` |
+//! | `s3_head` | `{key}` | `{size, last_modified_unix}` |
+//! | `s3_delete` | `{key}` | |
+//! | `s3_copy` | `{src_key, dst_key}` | |
+//! | `s3_list` | `{prefix, continuation_token, max_keys}` | `{entries: [{key, size, last_modified_unix}], next_continuation_token, is_truncated}` |
+//! | `s3_presign` | `{key, ttl_sec}` | `{url}` |
+//!
+//! Codes: 4 an S3 error (network, authentication, anything else) or a refused
+//! key, 6 not found, 10 no usable configuration, 11 the server answered
+//! `AccessDenied`; 1, 2, 3, 7, 8 and 9 as for every import.
+//!
+//! Configuration: `[extension.config]` keys `endpoint`, `bucket`, `region`,
+//! `access_key_id`, `secret_access_key`, `session_token`, `path_style`, each
+//! falling back to `S3_*` and then the standard `AWS_*` environment variables.
+//! Without a bucket the cells still load, and every import answers 10.
+//!
+//! S3 calls run on the library's own tokio runtime; a call holds the cell for
+//! at most its `call_timeout_ms`.
+
+mod config;
+mod key;
+mod ops;
+mod store;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use pulp_ext_api::{Args, Capability, Code, Guest, HostImport, SetupEnv, ValType};
+
+use crate::config::ExtConfig;
+use crate::ops::Call;
+use crate::store::CellStore;
+
+type Op = fn(&Call<'_>, &mut Guest<'_>, Args<'_>) -> Result<(), Code>;
+
+/// Imports that return data take two out-pointers after the request.
+const IMPORTS: [(&str, Op, bool); 7] = [
+    ("put", ops::put, false),
+    ("get", ops::get, true),
+    ("head", ops::head, true),
+    ("delete", ops::delete, false),
+    ("copy", ops::copy, false),
+    ("list", ops::list, true),
+    ("presign", ops::presign, true),
+];
+
+#[derive(Default)]
+struct S3 {
+    cells: Arc<RwLock<HashMap<String, Arc<CellStore>>>>,
+}
+
+impl Capability for S3 {
+    fn name(&self) -> &str {
+        "storage.s3"
+    }
+
+    fn provider(&self) -> &str {
+        "pulp-ext-s3"
+    }
+
+    fn imports(&self) -> Vec<HostImport> {
+        IMPORTS
+            .iter()
+            .map(|&(op, run, returns_data)| {
+                let params: &[ValType] = if returns_data {
+                    &[ValType::I32; 4]
+                } else {
+                    &[ValType::I32; 2]
+                };
+                let cells = Arc::clone(&self.cells);
+                HostImport::new(&format!("s3_{op}"), params, move |guest, args| {
+                    let store = cells.read().unwrap().get(guest.cell()).cloned();
+                    let Some(store) = store else {
+                        tracing::error!(cell = guest.cell(), "s3_{op}: the cell was not set up");
+                        return Err(Code::FAILED);
+                    };
+                    let cell = guest.cell().to_owned();
+                    let call = Call {
+                        op,
+                        cell: &cell,
+                        store: &store,
+                    };
+                    run(&call, guest, args)
+                })
+            })
+            .collect()
+    }
+
+    fn setup(&self, env: &SetupEnv) -> Result<(), String> {
+        let config: ExtConfig = env.ext_config()?;
+        let timeout = Duration::from_millis(env.call_timeout_ms.max(1));
+        let client = config
+            .resolve(|name| std::env::var(name).ok())
+            .and_then(|settings| {
+                tracing::info!(
+                    cell = env.cell,
+                    "storage.s3 for cell {}: bucket {} at {}, prefix {}/",
+                    env.cell,
+                    settings.bucket,
+                    settings.endpoint.as_deref().unwrap_or("AWS"),
+                    env.cell
+                );
+                store::build(&settings, timeout)
+            });
+        if let Err(reason) = &client {
+            tracing::warn!(
+                cell = env.cell,
+                "storage.s3 is not configured; every s3_* import answers 10: {reason}"
+            );
+        }
+        store::runtime();
+        let store = CellStore {
+            client: client.map(Arc::new),
+            timeout,
+        };
+        self.cells
+            .write()
+            .unwrap()
+            .insert(env.cell.clone(), Arc::new(store));
+        Ok(())
+    }
+
+    fn teardown_cell(&self, cell: &str) {
+        self.cells.write().unwrap().remove(cell);
+    }
+}
+
+fn capabilities() -> Vec<Box<dyn Capability>> {
+    vec![Box::new(S3::default())]
+}
+
+pulp_ext_api::export_extension!(capabilities);

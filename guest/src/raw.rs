@@ -18,6 +18,22 @@ extern "C" {
     /// `demo.greet`: does nothing; measures the cost of an import call.
     pub fn demo_noop() -> i32;
 
+    /// `storage.s3`: req = `{key, body, content_type?}`.
+    pub fn s3_put(req_ptr: i32, req_len: i32) -> i32;
+    /// `storage.s3`: req = `{key}`; returns `{body, content_type, content_length, etag}`.
+    pub fn s3_get(req_ptr: i32, req_len: i32, out_ptr: i32, out_len: i32) -> i32;
+    /// `storage.s3`: req = `{key}`; returns `{size, last_modified_unix}`.
+    pub fn s3_head(req_ptr: i32, req_len: i32, out_ptr: i32, out_len: i32) -> i32;
+    /// `storage.s3`: req = `{key}`.
+    pub fn s3_delete(req_ptr: i32, req_len: i32) -> i32;
+    /// `storage.s3`: req = `{src_key, dst_key}`.
+    pub fn s3_copy(req_ptr: i32, req_len: i32) -> i32;
+    /// `storage.s3`: req = `{prefix, continuation_token, max_keys}`; returns
+    /// `{entries: [{key, size, last_modified_unix}], next_continuation_token, is_truncated}`.
+    pub fn s3_list(req_ptr: i32, req_len: i32, out_ptr: i32, out_len: i32) -> i32;
+    /// `storage.s3`: req = `{key, ttl_sec}`; returns `{url}`, a GET URL.
+    pub fn s3_presign(req_ptr: i32, req_len: i32, out_ptr: i32, out_len: i32) -> i32;
+
     /// `transport.http.inbound`: req = `{method, path}`.
     pub fn http_register(req_ptr: i32, req_len: i32) -> i32;
     /// `transport.http.inbound`: resp = `{id, status, headers, body, cookies?}`.

@@ -7,6 +7,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod s3;
+
 /// Generous: a shared CI machine may be slow, and tests never assert on time.
 pub const WAIT: Duration = Duration::from_secs(60);
 
@@ -290,6 +292,18 @@ impl Drop for Pulp {
 /// Runs `pulp` to completion (for commands and start-up failures).
 pub fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (ExitStatus, String) {
     Pulp::start(args).wait_exit()
+}
+
+/// Starts pulp serving HTTP on a free port; returns it ready, with the port.
+pub fn start_http(scratch: &Scratch, manifests: &[PathBuf], extra: &[&str]) -> (Pulp, u16) {
+    let mut args = scratch.args(manifests);
+    args.extend(["--http-port".to_owned(), "0".to_owned()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let pulp = Pulp::start(&args);
+    let line = pulp.wait_for(&["listening on"]);
+    let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+    pulp.wait_for(&["ready"]);
+    (pulp, port)
 }
 
 /// Lines of `log` containing `needle`.

@@ -8,4 +8,5 @@ pub mod manifest;
 pub mod msgpack;
 pub mod registry;
 pub mod runtime;
+pub mod storage;
 pub mod transport;

@@ -9,7 +9,7 @@ use pulp_host::manifest::Manifest;
 use pulp_host::registry::{Registry, signature};
 use pulp_host::runtime::{Host, Runtime};
 use pulp_host::transport::{self, Transport};
-use pulp_host::{builtin, extensions};
+use pulp_host::{builtin, extensions, storage};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -67,6 +67,7 @@ fn registry(args: &ExtArgs, transport: &Transport) -> Result<Registry, String> {
     };
     let mut builtins = builtin::all();
     builtins.extend(transport.capabilities());
+    builtins.extend(storage::capabilities());
     Registry::new(builtins, loaded)
 }
 

@@ -123,6 +123,100 @@ fn skip_value(bytes: &[u8], at: usize, depth: usize) -> Option<usize> {
     Some(at)
 }
 
+/// One scalar MessagePack value, strings and bytes borrowed from the input.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Scalar<'a> {
+    Nil,
+    Bool(bool),
+    /// Every integer that fits `i64`.
+    Int(i64),
+    Float(f64),
+    Str(&'a str),
+    Bin(&'a [u8]),
+}
+
+/// Reads MessagePack from a slice without allocating; `None` means malformed or
+/// not what was asked for.
+pub struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes, at: 0 }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.at == self.bytes.len()
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let field = self.bytes.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(field)
+    }
+
+    fn uint(&mut self, n: usize) -> Option<u64> {
+        Some(
+            self.take(n)?
+                .iter()
+                .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)),
+        )
+    }
+
+    fn int(&mut self, n: usize) -> Option<i64> {
+        // Sign-extend the big-endian n-byte field.
+        let shift = 64 - 8 * n as u32;
+        Some(((self.uint(n)? << shift) as i64) >> shift)
+    }
+
+    pub fn array_len(&mut self) -> Option<u32> {
+        let marker = *self.take(1)?.first()?;
+        match marker {
+            0x90..=0x9f => Some(u32::from(marker & 0x0f)),
+            0xdc => Some(self.uint(2)? as u32),
+            0xdd => Some(self.uint(4)? as u32),
+            _ => None,
+        }
+    }
+
+    pub fn scalar(&mut self) -> Option<Scalar<'a>> {
+        let marker = *self.take(1)?.first()?;
+        let len = match marker {
+            0x00..=0x7f => return Some(Scalar::Int(i64::from(marker))),
+            0xe0..=0xff => return Some(Scalar::Int(i64::from(marker as i8))),
+            0xc0 => return Some(Scalar::Nil),
+            0xc2 => return Some(Scalar::Bool(false)),
+            0xc3 => return Some(Scalar::Bool(true)),
+            0xcc => return Some(Scalar::Int(self.uint(1)? as i64)),
+            0xcd => return Some(Scalar::Int(self.uint(2)? as i64)),
+            0xce => return Some(Scalar::Int(self.uint(4)? as i64)),
+            0xcf => return i64::try_from(self.uint(8)?).ok().map(Scalar::Int),
+            0xd0 => return Some(Scalar::Int(self.int(1)?)),
+            0xd1 => return Some(Scalar::Int(self.int(2)?)),
+            0xd2 => return Some(Scalar::Int(self.int(4)?)),
+            0xd3 => return Some(Scalar::Int(self.int(8)?)),
+            0xca => {
+                let bits = self.uint(4)? as u32;
+                return Some(Scalar::Float(f64::from(f32::from_bits(bits))));
+            }
+            0xcb => return Some(Scalar::Float(f64::from_bits(self.uint(8)?))),
+            0xa0..=0xbf => usize::from(marker & 0x1f),
+            0xc4 | 0xd9 => self.uint(1)? as usize,
+            0xc5 | 0xda => self.uint(2)? as usize,
+            0xc6 | 0xdb => self.uint(4)? as usize,
+            _ => return None,
+        };
+        let data = self.take(len)?;
+        if matches!(marker, 0xc4..=0xc6) {
+            Some(Scalar::Bin(data))
+        } else {
+            std::str::from_utf8(data).ok().map(Scalar::Str)
+        }
+    }
+}
+
 const KIND_KEY: &[u8] = b"\xa4kind";
 const PAYLOAD_KEY: &[u8] = b"\xa7payload";
 
@@ -217,6 +311,69 @@ mod tests {
         let value: rmpv_like::Event = rmp_serde::from_slice(&buf).unwrap();
         assert_eq!(value.kind, "demo.ticker");
         assert_eq!(value.payload.a, 1);
+    }
+
+    #[test]
+    fn reader_decodes_every_scalar_form() {
+        let ints: Vec<i64> = vec![
+            0,
+            127,
+            -1,
+            -32,
+            -33,
+            200,
+            -200,
+            70_000,
+            -70_000,
+            1 << 40,
+            i64::MIN,
+            i64::MAX,
+        ];
+        let bytes = rmp_serde::to_vec(&ints).unwrap();
+        let mut reader = Reader::new(&bytes);
+        assert_eq!(reader.array_len(), Some(ints.len() as u32));
+        for expected in &ints {
+            assert_eq!(reader.scalar(), Some(Scalar::Int(*expected)));
+        }
+        assert!(reader.is_done());
+
+        let mut bytes = Vec::new();
+        encode::write_array_len(&mut bytes, 6).unwrap();
+        encode::write_nil(&mut bytes).unwrap();
+        encode::write_bool(&mut bytes, true).unwrap();
+        encode::write_f32(&mut bytes, 0.5).unwrap();
+        encode::write_f64(&mut bytes, -2.25).unwrap();
+        encode::write_str(&mut bytes, &"s".repeat(300)).unwrap();
+        encode::write_bin(&mut bytes, &[0, 1, 2]).unwrap();
+        let mut reader = Reader::new(&bytes);
+        assert_eq!(reader.array_len(), Some(6));
+        let long = "s".repeat(300);
+        let expected = [
+            Scalar::Nil,
+            Scalar::Bool(true),
+            Scalar::Float(0.5),
+            Scalar::Float(-2.25),
+            Scalar::Str(&long),
+            Scalar::Bin(&[0, 1, 2]),
+        ];
+        for value in expected {
+            assert_eq!(reader.scalar(), Some(value));
+        }
+        assert!(reader.is_done());
+    }
+
+    #[test]
+    fn reader_refuses_what_has_no_scalar_value() {
+        let too_big = rmp_serde::to_vec(&u64::MAX).unwrap();
+        assert_eq!(Reader::new(&too_big).scalar(), None);
+        let nested = rmp_serde::to_vec(&vec![1]).unwrap();
+        assert_eq!(Reader::new(&nested).scalar(), None);
+        assert_eq!(
+            Reader::new(&[0xa5, b'a']).scalar(),
+            None,
+            "truncated string"
+        );
+        assert_eq!(Reader::new(&[0xa1, 0xff]).scalar(), None, "invalid UTF-8");
     }
 
     mod rmpv_like {

@@ -6,8 +6,9 @@
 //! Host imports are wrapped in modules: [`log`] (always available),
 //! [`http`] (`transport.http.inbound` and `transport.http.outbound`),
 //! [`ws`] (`transport.ws.inbound`), [`sse`] (`transport.sse`), [`demo`]
-//! (the example extension's `demo.greet`), [`s3`] (`storage.s3`, from the
-//! `pulp-ext-s3` extension), and [`raw`] for the unchecked
+//! (the example extension's `demo.greet`), [`fs`] (`storage.fs`), [`sqlite`]
+//! (`storage.sqlite`), [`s3`] (`storage.s3`, from the `pulp-ext-s3`
+//! extension), and [`raw`] for the unchecked
 //! declarations. The transport modules also hold typed payloads for their
 //! events, each naming its kind: `event.decode::<http::Request>()` when
 //! `event.kind() == http::Request::KIND`.
@@ -62,6 +63,7 @@ mod code;
 mod config;
 pub mod demo;
 mod error;
+pub mod fs;
 pub mod http;
 pub mod log;
 pub mod msgpack;
@@ -69,6 +71,7 @@ pub mod raw;
 #[doc(hidden)]
 pub mod rt;
 pub mod s3;
+pub mod sqlite;
 pub mod sse;
 mod step;
 pub mod ws;

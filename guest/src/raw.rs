@@ -54,6 +54,45 @@ extern "C" {
     pub fn sse_register(path_ptr: i32, path_len: i32) -> i32;
     /// `transport.sse`: req = `{path, id?, event?, data}`.
     pub fn sse_emit(req_ptr: i32, req_len: i32) -> i32;
+
+    /// `storage.fs`: the file's bytes come back through the out-pointers.
+    pub fn fs_read(path_ptr: i32, path_len: i32, data_ptr_out: i32, data_len_out: i32) -> i32;
+    /// `storage.fs`: replaces the file atomically, creating parent directories.
+    pub fn fs_write(path_ptr: i32, path_len: i32, data_ptr: i32, data_len: i32) -> i32;
+    /// `storage.fs`: a file, or an empty directory.
+    pub fn fs_delete(path_ptr: i32, path_len: i32) -> i32;
+    /// `storage.fs`: the paths starting with the prefix, as a MessagePack array.
+    pub fn fs_list(prefix_ptr: i32, prefix_len: i32, list_ptr_out: i32, list_len_out: i32) -> i32;
+
+    /// `storage.sqlite`: params = MessagePack array (empty = none).
+    pub fn sqlite_exec(query_ptr: i32, query_len: i32, params_ptr: i32, params_len: i32) -> i32;
+    /// `storage.sqlite`: like `sqlite_exec`; returns `{rows_affected, last_insert_id}`.
+    pub fn sqlite_exec_result(
+        query_ptr: i32,
+        query_len: i32,
+        params_ptr: i32,
+        params_len: i32,
+        result_ptr_out: i32,
+        result_len_out: i32,
+    ) -> i32;
+    /// `storage.sqlite`: returns the rows, each an array of column values.
+    pub fn sqlite_query(
+        query_ptr: i32,
+        query_len: i32,
+        params_ptr: i32,
+        params_len: i32,
+        rows_ptr_out: i32,
+        rows_len_out: i32,
+    ) -> i32;
+    /// `storage.sqlite`: returns `{columns, rows}`.
+    pub fn sqlite_query_table(
+        query_ptr: i32,
+        query_len: i32,
+        params_ptr: i32,
+        params_len: i32,
+        table_ptr_out: i32,
+        table_len_out: i32,
+    ) -> i32;
 }
 
 /// A byte slice as the `(ptr, len)` pair the imports take.

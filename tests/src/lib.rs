@@ -294,6 +294,15 @@ pub fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (ExitStatus, String) {
     Pulp::start(args).wait_exit()
 }
 
+/// A blocking HTTP client for the tests, with rustls on ring like the host.
+pub fn http_client() -> reqwest::blocking::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
 /// Starts pulp serving HTTP on a free port; returns it ready, with the port.
 pub fn start_http(scratch: &Scratch, manifests: &[PathBuf], extra: &[&str]) -> (Pulp, u16) {
     let mut args = scratch.args(manifests);

@@ -4,20 +4,11 @@
 //! client.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use pulp_e2e::s3::{ACCESS_KEY_ID, S3Server, SECRET_ACCESS_KEY, WRITER_KEY_ID, WRITER_SECRET};
-use pulp_e2e::{Pulp, Scratch, start_http};
+use pulp_e2e::{Pulp, Scratch, http_client, start_http};
 
 const BUCKET: &str = "cells";
-
-fn client() -> reqwest::blocking::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
 
 /// Installs the S3 library into `scratch`'s ext dir with `config` as its
 /// `[extension.config]`.
@@ -86,7 +77,7 @@ type Answer = (u16, String);
 impl Cell {
     fn new(port: u16, name: &str) -> Cell {
         Cell {
-            http: client(),
+            http: http_client(),
             base: format!("http://127.0.0.1:{port}/{name}"),
         }
     }
@@ -441,10 +432,10 @@ fn listing_pages_head_copy_and_presign() {
         url.starts_with(&server.endpoint()) && url.contains("X-Amz-Signature="),
         "{url}"
     );
-    let fetched = client().get(&url).send().unwrap();
+    let fetched = http_client().get(&url).send().unwrap();
     assert_eq!(fetched.status(), 200);
     assert_eq!(fetched.text().unwrap(), "page/02");
     // The signature covers the key: another key with it is refused.
     let forged = url.replace("page/02", "page/03");
-    assert_eq!(client().get(&forged).send().unwrap().status(), 403);
+    assert_eq!(http_client().get(&forged).send().unwrap().status(), 403);
 }

@@ -3,36 +3,15 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::time::Duration;
 
-use pulp_e2e::{Pulp, Scratch, cell, count, run};
-
-fn client() -> reqwest::blocking::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-/// Starts pulp on a free port; returns it with the port.
-fn start(scratch: &Scratch, manifests: &[PathBuf], extra: &[&str]) -> (Pulp, u16) {
-    let mut args = scratch.args(manifests);
-    args.extend(["--http-port".to_owned(), "0".to_owned()]);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let pulp = Pulp::start(&args);
-    let line = pulp.wait_for(&["listening on"]);
-    let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
-    pulp.wait_for(&["ready"]);
-    (pulp, port)
-}
+use pulp_e2e::{Scratch, cell, count, http_client, run, start_http as start};
 
 #[test]
 fn http_routes_params_query_headers_cookies_and_bodies() {
     let scratch = Scratch::new();
     let (_pulp, port) = start(&scratch, &[cell("echo"), cell("echo2")], &[]);
-    let http = client();
+    let http = http_client();
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
 
     let r = http.get(url("/echo/hello%20world")).send().unwrap();
@@ -94,7 +73,7 @@ fn oversized_bodies_get_413() {
         format!("{t}\nmax_message_bytes = 1024\n")
     });
     let (_pulp, port) = start(&scratch, &[small], &[]);
-    let http = client();
+    let http = http_client();
     let url = format!("http://127.0.0.1:{port}/echo");
     assert_eq!(
         http.post(&url)
@@ -118,7 +97,7 @@ fn oversized_bodies_get_413() {
 fn no_reply_is_504_a_crash_is_502_and_a_full_queue_is_503() {
     let scratch = Scratch::new();
     let (pulp, port) = start(&scratch, &[cell("silent")], &[]);
-    let http = client();
+    let http = http_client();
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
     assert_eq!(http.get(url("/never")).send().unwrap().status(), 504);
 
@@ -205,7 +184,7 @@ fn outbound_fetch_follows_the_egress_policy() {
         )
     });
     let (pulp, port) = start(&scratch, &[allowed], &[]);
-    let http = client();
+    let http = http_client();
     let target = format!("http://127.0.0.1:{upstream_port}/x");
     let r = http
         .get(format!("http://127.0.0.1:{port}/proxy"))
@@ -315,7 +294,7 @@ fn sse_streams_ids_events_multiline_data_and_keep_alives() {
 
     // The subscription is live once its headers are out; emit through the cell.
     std::thread::sleep(Duration::from_millis(200));
-    let r = client()
+    let r = http_client()
         .post(format!("http://127.0.0.1:{port}/emit?id=7&event=greet"))
         .body("line one\nline two")
         .send()
@@ -383,7 +362,7 @@ fn https_with_a_generated_certificate() {
     assert_eq!(r.text().unwrap(), "secure");
     // Plain HTTP on the TLS port does not get through.
     assert!(
-        client()
+        http_client()
             .get(format!("http://127.0.0.1:{port}/echo/x"))
             .send()
             .is_err()

@@ -1,6 +1,7 @@
 //! The baseline for `scripts/bench-http.sh`: a bare axum handler that answers
 //! `GET /echo/:msg` with the same bytes the `echo` cell returns, on the same kind of
-//! runtime the host's listener uses (two worker threads).
+//! runtime the host's listener uses (two worker threads) and with the same
+//! allocator.
 //!
 //! Run: `cargo run --release -p pulp-host --example bare_echo -- PORT`
 
@@ -8,6 +9,9 @@ use axum::Router;
 use axum::extract::Path;
 use axum::http::header;
 use axum::routing::get;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let port: u16 = std::env::args()

@@ -12,6 +12,11 @@ use pulp_host::transport::{self, Transport};
 use pulp_host::{builtin, extensions, storage};
 use tracing_subscriber::EnvFilter;
 
+// Request buffers are allocated on listener threads and freed on cell threads
+// (and back); glibc's arenas serialise on such frees, mimalloc does not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // One TLS crypto provider for the listener and outbound fetches.
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -1,21 +1,23 @@
 //! `transport.http.inbound`: routes registered by cells, requests delivered as
 //! `http.request` events, replies through `http_respond`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use pulp_ext_api::{Capability, Code, DeliverError, HostImport, SetupEnv, ValType};
+use pulp_ext_api::{Capability, Code, DeliverError, HostHandle, HostImport, SetupEnv, ValType};
 use rmp::encode;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use super::{CellHandles, Shared};
+use super::{CellLimits, Shared};
 use crate::msgpack;
 
 pub const NAME: &str = "transport.http.inbound";
@@ -26,21 +28,31 @@ const MAX_PENDING_PER_CELL: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
     Literal(String),
-    Param(String),
+    Param(Arc<str>),
+}
+
+/// What the listener needs of a cell that serves HTTP, looked up once at setup
+/// so a request costs no map lookups.
+struct Target {
+    cell: Arc<str>,
+    limits: Arc<CellLimits>,
+    handle: HostHandle,
+    /// Requests waiting for this cell's reply.
+    owed: AtomicUsize,
 }
 
 struct Route {
     method: Method,
     segments: Vec<Segment>,
     pattern: String,
-    cell: String,
+    target: Arc<Target>,
 }
 
 fn parse_pattern(path: &str) -> Vec<Segment> {
     path.split('/')
         .filter(|s| !s.is_empty())
         .map(|s| match s.strip_prefix(':') {
-            Some(name) => Segment::Param(name.to_owned()),
+            Some(name) => Segment::Param(Arc::from(name)),
             None => Segment::Literal(s.to_owned()),
         })
         .collect()
@@ -56,10 +68,12 @@ fn same_shape(a: &[Segment], b: &[Segment]) -> bool {
         })
 }
 
-type Params = Vec<(String, String)>;
+/// Parameter names and their percent-decoded values, borrowed from the path
+/// where nothing needed decoding.
+type Params<'p> = Vec<(Arc<str>, Cow<'p, str>)>;
 
 /// The captured parameters and how many literal segments matched (more is better).
-fn match_path(segments: &[Segment], path: &[&str]) -> Option<(Params, usize)> {
+fn match_path<'p>(segments: &[Segment], path: &[&'p str]) -> Option<(Params<'p>, usize)> {
     if segments.len() != path.len() {
         return None;
     }
@@ -71,7 +85,7 @@ fn match_path(segments: &[Segment], path: &[&str]) -> Option<(Params, usize)> {
             Segment::Literal(_) => return None,
             Segment::Param(name) => {
                 let value = percent_encoding::percent_decode_str(part).decode_utf8_lossy();
-                params.push((name.clone(), value.into_owned()));
+                params.push((Arc::clone(name), value));
             }
         }
     }
@@ -86,42 +100,35 @@ struct Reply {
 }
 
 struct Pending {
-    cell: String,
+    target: Arc<Target>,
     reply: oneshot::Sender<Option<Reply>>,
 }
 
-/// Requests waiting for a reply, and how many each cell owes.
+/// Requests waiting for a reply; each target counts its own.
 #[derive(Default)]
 struct PendingTable {
     by_id: HashMap<u64, Pending>,
-    per_cell: HashMap<String, usize>,
 }
 
 impl PendingTable {
     fn insert(&mut self, id: u64, pending: Pending) {
-        *self.per_cell.entry(pending.cell.clone()).or_default() += 1;
+        pending.target.owed.fetch_add(1, Ordering::Relaxed);
         self.by_id.insert(id, pending);
     }
 
     fn remove(&mut self, id: u64) -> Option<Pending> {
         let pending = self.by_id.remove(&id)?;
-        if let Some(n) = self.per_cell.get_mut(&pending.cell) {
-            *n -= 1;
-        }
+        pending.target.owed.fetch_sub(1, Ordering::Relaxed);
         Some(pending)
-    }
-
-    fn owed_by(&self, cell: &str) -> usize {
-        self.per_cell.get(cell).copied().unwrap_or(0)
     }
 }
 
 #[derive(Default)]
 pub struct Routes {
     routes: RwLock<Vec<Route>>,
+    targets: RwLock<HashMap<String, Arc<Target>>>,
     pending: Mutex<PendingTable>,
     next_id: AtomicU64,
-    cells: CellHandles,
     conflicts: Mutex<Vec<String>>,
 }
 
@@ -137,17 +144,24 @@ impl Routes {
             return Err(Code::DECODE);
         }
         let segments = parse_pattern(path);
+        let target = self
+            .targets
+            .read()
+            .unwrap()
+            .get(cell)
+            .cloned()
+            .ok_or(Code::FAILED)?;
         let mut routes = self.routes.write().unwrap();
         if let Some(other) = routes
             .iter()
             .find(|r| r.method == method && same_shape(&r.segments, &segments))
         {
-            if other.cell == cell {
+            if *other.target.cell == *cell {
                 return Ok(());
             }
             let message = format!(
                 "route {method} {path} is registered by both cell {} ({method} {}) and cell {cell}; give each route to one cell",
-                other.cell, other.pattern
+                other.target.cell, other.pattern
             );
             tracing::error!(cell, "{message}");
             self.conflicts.lock().unwrap().push(message);
@@ -157,7 +171,7 @@ impl Routes {
             method,
             segments,
             pattern: path.to_owned(),
-            cell: cell.to_owned(),
+            target,
         });
         Ok(())
     }
@@ -168,7 +182,7 @@ impl Routes {
         let ids: Vec<u64> = pending
             .by_id
             .iter()
-            .filter(|(_, p)| p.cell == cell)
+            .filter(|(_, p)| *p.target.cell == *cell)
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
@@ -226,7 +240,7 @@ impl Capability for HttpInbound {
                 let resp: RespondRequest = super::decode_arg(guest, args)?;
                 let mut pending = shared.http.pending.lock().unwrap();
                 match pending.by_id.get(&resp.id) {
-                    Some(p) if p.cell == guest.cell() => {}
+                    Some(p) if *p.target.cell == *guest.cell() => {}
                     _ => return Err(Code::REFUSED),
                 }
                 let p = pending.remove(resp.id).expect("checked above");
@@ -246,7 +260,16 @@ impl Capability for HttpInbound {
 
     fn setup(&self, env: &SetupEnv) -> Result<(), String> {
         self.0.register_cell(env);
-        self.0.http.cells.set(env);
+        let limits = self.0.limits(&env.cell).expect("registered above");
+        self.0.http.targets.write().unwrap().insert(
+            env.cell.clone(),
+            Arc::new(Target {
+                cell: Arc::from(env.cell.as_str()),
+                limits,
+                handle: env.host,
+                owed: AtomicUsize::new(0),
+            }),
+        );
         Ok(())
     }
 
@@ -260,7 +283,8 @@ impl Capability for HttpInbound {
             .routes
             .write()
             .unwrap()
-            .retain(|r| r.cell != cell);
+            .retain(|r| *r.target.cell != *cell);
+        self.0.http.targets.write().unwrap().remove(cell);
         self.0.http.fail_pending(cell);
     }
 }
@@ -288,7 +312,7 @@ fn encode_request(
     id: u64,
     method: &str,
     path: &str,
-    params: &[(String, String)],
+    params: &Params<'_>,
     query: &[(String, String)],
     headers: &HeaderMap,
     body: &[u8],
@@ -303,10 +327,7 @@ fn encode_request(
     encode::write_str(&mut out, "path").expect("vec write");
     encode::write_str(&mut out, path).expect("vec write");
     encode::write_str(&mut out, "params").expect("vec write");
-    msgpack::write_pairs(
-        &mut out,
-        params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-    );
+    msgpack::write_pairs(&mut out, params.iter().map(|(k, v)| (&**k, &**v)));
     encode::write_str(&mut out, "query").expect("vec write");
     msgpack::write_pairs(
         &mut out,
@@ -334,18 +355,24 @@ fn encode_request(
     encode::write_str(&mut out, "body").expect("vec write");
     encode::write_bin(&mut out, body).expect("vec write");
     encode::write_str(&mut out, "remote_addr").expect("vec write");
-    encode::write_str(&mut out, &remote.to_string()).expect("vec write");
+    // The longest IPv6 socket address is 47 characters: no allocation needed.
+    let mut text = [0u8; 64];
+    let mut cursor = &mut text[..];
+    write!(cursor, "{remote}").expect("a socket address fits");
+    let written = 64 - cursor.len();
+    let remote = std::str::from_utf8(&text[..written]).expect("formatted as UTF-8");
+    encode::write_str(&mut out, remote).expect("vec write");
     out
 }
 
 pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let path = parts.uri.path().to_owned();
+    let path = parts.uri.path();
     let parts_of_path: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
 
-    let (cell, params) = {
+    let (target, params) = {
         let routes = shared.http.routes.read().unwrap();
-        let mut best: Option<(&Route, Params, usize)> = None;
+        let mut best: Option<(&Route, Params<'_>, usize)> = None;
         let mut path_known = false;
         for route in routes.iter() {
             if let Some((params, literals)) = match_path(&route.segments, &parts_of_path) {
@@ -358,17 +385,14 @@ pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -
             }
         }
         match best {
-            Some((route, params, _)) => (route.cell.clone(), params),
+            Some((route, params, _)) => (Arc::clone(&route.target), params),
             None if path_known => {
                 return status(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
             }
             None => return status(StatusCode::NOT_FOUND, "no route\n"),
         }
     };
-    let Some(limits) = shared.limits(&cell) else {
-        return status(StatusCode::SERVICE_UNAVAILABLE, "cell not ready\n");
-    };
-    let limit = limits.max_message_bytes as usize;
+    let limits = &target.limits;
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -377,7 +401,7 @@ pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -
     if declared.is_some_and(|len| len > limits.max_message_bytes) {
         return too_large();
     }
-    let body = match axum::body::to_bytes(body, limit).await {
+    let body = match axum::body::to_bytes(body, limits.max_message_bytes as usize).await {
         Ok(body) => body,
         Err(_) => {
             return too_large();
@@ -385,14 +409,11 @@ pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -
     };
     let query = super::parse_query(parts.uri.query());
 
-    let Some(handle) = shared.http.cells.get(&cell) else {
-        return status(StatusCode::SERVICE_UNAVAILABLE, "cell not ready\n");
-    };
     let id = shared.http.next_id.fetch_add(1, Ordering::Relaxed) + 1;
     let payload = encode_request(
         id,
         parts.method.as_str(),
-        &path,
+        path,
         &params,
         &query,
         &parts.headers,
@@ -406,7 +427,7 @@ pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -
     let (tx, rx) = oneshot::channel();
     {
         let mut pending = shared.http.pending.lock().unwrap();
-        if pending.owed_by(&cell) >= MAX_PENDING_PER_CELL {
+        if target.owed.load(Ordering::Relaxed) >= MAX_PENDING_PER_CELL {
             return status(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "cell is busy: request queue full\n",
@@ -415,12 +436,12 @@ pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -
         pending.insert(
             id,
             Pending {
-                cell: cell.clone(),
+                target: Arc::clone(&target),
                 reply: tx,
             },
         );
     }
-    if let Err(e) = handle.deliver("http.request", &payload, id) {
+    if let Err(e) = target.handle.deliver("http.request", &payload, id) {
         shared.http.pending.lock().unwrap().remove(id);
         return match e {
             DeliverError::Full => status(
@@ -476,7 +497,7 @@ mod tests {
     fn patterns_match_and_capture() {
         let route = parse_pattern("/echo/:msg");
         let (params, literals) = match_path(&route, &["echo", "hi%20there"]).unwrap();
-        assert_eq!(params, [("msg".to_owned(), "hi there".to_owned())]);
+        assert_eq!(params, [(Arc::from("msg"), Cow::from("hi there"))]);
         assert_eq!(literals, 1);
         assert!(match_path(&route, &["echo"]).is_none());
         assert!(match_path(&route, &["other", "x"]).is_none());

@@ -132,6 +132,34 @@ fn no_reply_is_504_a_crash_is_502_and_a_full_queue_is_503() {
 }
 
 #[test]
+fn a_cell_cannot_answer_another_cells_request() {
+    let scratch = Scratch::new();
+    // Long enough for the other cell's attempt while the request is still owed.
+    let patient = scratch.manifest_variant("silent", "patient.toml", |t| {
+        t.replace("call_timeout_ms = 500", "call_timeout_ms = 5000")
+    });
+    let (pulp, port) = start(&scratch, &[patient, cell("echo2")], &[]);
+    let url = move |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let never = std::thread::spawn(move || http_client().get(url("/never")).send().unwrap());
+    let line = pulp.wait_for(&["silent got"]);
+    let id = line
+        .split("silent got ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+
+    let r = http_client()
+        .get(url(&format!("/steal/{id}")))
+        .send()
+        .unwrap();
+    assert_eq!(r.text().unwrap(), "steal code=4");
+    // The request still belongs to the silent cell, which never answers.
+    assert_eq!(never.join().unwrap().status(), 504);
+}
+
+#[test]
 fn two_cells_on_one_route_fail_start_up() {
     let scratch = Scratch::new();
     let twin = scratch.manifest_variant("echo", "twin.toml", |t| {
@@ -278,7 +306,8 @@ fn websocket_text_binary_broadcast_and_close_both_ways() {
 #[test]
 fn sse_streams_ids_events_multiline_data_and_keep_alives() {
     let scratch = Scratch::new();
-    let (_pulp, port) = start(&scratch, &[cell("ssecell")], &[]);
+    let debug_sse = ["--log-level", "info,pulp_host::transport::sse=debug"];
+    let (pulp, port) = start(&scratch, &[cell("ssecell")], &debug_sse);
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .write_all(b"GET /events HTTP/1.0\r\naccept: text/event-stream\r\n\r\n")
@@ -327,6 +356,12 @@ fn sse_streams_ids_events_multiline_data_and_keep_alives() {
         );
         waited.push_str(&line);
     }
+
+    // The host lets go of a subscriber whose client disconnected.
+    pulp.wait_for(&["sse subscriber joined", "/events"]);
+    assert_eq!(count(&pulp.log(), "sse subscriber left"), 0);
+    drop(reader);
+    pulp.wait_for(&["sse subscriber left", "/events"]);
 }
 
 #[test]

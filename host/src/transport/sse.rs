@@ -34,6 +34,19 @@ struct Stream {
     sender: broadcast::Sender<Emitted>,
 }
 
+/// One client's subscription; its receiver leaves the path's broadcast when the
+/// response stream holding both is dropped (the client disconnected).
+struct Subscriber {
+    cell: String,
+    path: String,
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        tracing::debug!(cell = self.cell, path = self.path, "sse subscriber left");
+    }
+}
+
 #[derive(Default)]
 pub struct Streams {
     paths: RwLock<HashMap<String, Stream>>,
@@ -42,9 +55,20 @@ pub struct Streams {
 impl Streams {
     /// An event stream for `path`, if some cell registered it.
     pub fn subscribe(&self, path: &str) -> Option<Response> {
-        let receiver = self.paths.read().unwrap().get(path)?.sender.subscribe();
+        let (receiver, subscriber) = {
+            let paths = self.paths.read().unwrap();
+            let stream = paths.get(path)?;
+            let subscriber = Subscriber {
+                cell: stream.cell.clone(),
+                path: path.to_owned(),
+            };
+            (stream.sender.subscribe(), subscriber)
+        };
+        tracing::debug!(cell = subscriber.cell, path, "sse subscriber joined");
         // A subscriber that lagged skips what it missed; a closed path ends the stream.
-        let events = BroadcastStream::new(receiver).filter_map(|item| {
+        let events = BroadcastStream::new(receiver).filter_map(move |item| {
+            // Owned by the stream: dropped, and logged, when the client goes away.
+            let _subscriber = &subscriber;
             let emitted = item.ok()?;
             // Fields are written in the order they are set: id and name first.
             let mut event = Event::default();

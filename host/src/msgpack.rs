@@ -171,6 +171,22 @@ impl<'a> Reader<'a> {
         Some(((self.uint(n)? << shift) as i64) >> shift)
     }
 
+    pub fn map_len(&mut self) -> Option<u32> {
+        let marker = *self.take(1)?.first()?;
+        match marker {
+            0x80..=0x8f => Some(u32::from(marker & 0x0f)),
+            0xde => Some(self.uint(2)? as u32),
+            0xdf => Some(self.uint(4)? as u32),
+            _ => None,
+        }
+    }
+
+    /// Steps over one value of any kind.
+    pub fn skip(&mut self) -> Option<()> {
+        self.at = skip_value(self.bytes, self.at, 0)?;
+        Some(())
+    }
+
     pub fn array_len(&mut self) -> Option<u32> {
         let marker = *self.take(1)?.first()?;
         match marker {

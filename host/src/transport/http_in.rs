@@ -18,7 +18,7 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use super::{CellLimits, Shared};
-use crate::msgpack;
+use crate::msgpack::{self, Scalar};
 
 pub const NAME: &str = "transport.http.inbound";
 
@@ -92,16 +92,9 @@ fn match_path<'p>(segments: &[Segment], path: &[&'p str]) -> Option<(Params<'p>,
     Some((params, literals))
 }
 
-struct Reply {
-    status: u16,
-    headers: HashMap<String, String>,
-    cookies: Vec<String>,
-    body: Vec<u8>,
-}
-
 struct Pending {
     target: Arc<Target>,
-    reply: oneshot::Sender<Option<Reply>>,
+    reply: oneshot::Sender<Option<Response>>,
 }
 
 /// Requests waiting for a reply; each target counts its own.
@@ -199,16 +192,68 @@ struct RegisterRequest {
     path: String,
 }
 
-#[derive(Deserialize)]
-struct RespondRequest {
-    id: u64,
-    status: u16,
-    #[serde(default)]
-    headers: HashMap<String, String>,
-    #[serde(default, with = "serde_bytes")]
-    body: Vec<u8>,
-    #[serde(default)]
-    cookies: Vec<String>,
+/// Decodes `http_respond`'s `{id, status, headers, body, cookies?}` straight into
+/// the response the listener sends, on the cell's thread. Header names and
+/// values HTTP cannot carry are dropped; a status outside 100..=999 is 500.
+fn decode_reply(bytes: &[u8]) -> Option<(u64, Response)> {
+    let mut reader = msgpack::Reader::new(bytes);
+    let (mut id, mut status) = (None, None);
+    let mut response = Response::new(Body::empty());
+    for _ in 0..reader.map_len()? {
+        let Scalar::Str(key) = reader.scalar()? else {
+            return None;
+        };
+        match key {
+            "id" => id = Some(u64::try_from(int(&mut reader)?).ok()?),
+            "status" => status = Some(u16::try_from(int(&mut reader)?).ok()?),
+            "headers" => {
+                for _ in 0..reader.map_len()? {
+                    let (name, value) = (text(&mut reader)?, text(&mut reader)?);
+                    if let (Ok(name), Ok(value)) =
+                        (HeaderName::try_from(name), HeaderValue::try_from(value))
+                    {
+                        response.headers_mut().insert(name, value);
+                    }
+                }
+            }
+            "body" => {
+                let body = match reader.scalar()? {
+                    Scalar::Bin(bytes) => bytes,
+                    Scalar::Str(text) => text.as_bytes(),
+                    _ => return None,
+                };
+                *response.body_mut() = Body::from(body.to_vec());
+            }
+            "cookies" => {
+                for _ in 0..reader.array_len()? {
+                    if let Ok(value) = HeaderValue::try_from(text(&mut reader)?) {
+                        response.headers_mut().append(header::SET_COOKIE, value);
+                    }
+                }
+            }
+            _ => reader.skip()?,
+        }
+    }
+    if !reader.is_done() {
+        return None;
+    }
+    *response.status_mut() =
+        StatusCode::from_u16(status?).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    Some((id?, response))
+}
+
+fn int(reader: &mut msgpack::Reader<'_>) -> Option<i64> {
+    match reader.scalar()? {
+        Scalar::Int(i) => Some(i),
+        _ => None,
+    }
+}
+
+fn text<'a>(reader: &mut msgpack::Reader<'a>) -> Option<&'a str> {
+    match reader.scalar()? {
+        Scalar::Str(text) => Some(text),
+        _ => None,
+    }
 }
 
 pub struct HttpInbound(pub Arc<Shared>);
@@ -237,21 +282,20 @@ impl Capability for HttpInbound {
             "http_respond",
             &[ValType::I32, ValType::I32],
             move |guest, args| {
-                let resp: RespondRequest = super::decode_arg(guest, args)?;
+                let bytes = guest.read_arg(args, 0)?;
+                if bytes.is_empty() {
+                    return Err(Code::EMPTY);
+                }
+                let (id, response) = decode_reply(bytes).ok_or(Code::DECODE)?;
                 let mut pending = shared.http.pending.lock().unwrap();
-                match pending.by_id.get(&resp.id) {
+                match pending.by_id.get(&id) {
                     Some(p) if *p.target.cell == *guest.cell() => {}
                     _ => return Err(Code::REFUSED),
                 }
-                let p = pending.remove(resp.id).expect("checked above");
+                let p = pending.remove(id).expect("checked above");
                 drop(pending);
                 // The listener may have given up (timeout, client gone): nothing to do.
-                let _ = p.reply.send(Some(Reply {
-                    status: resp.status,
-                    headers: resp.headers,
-                    cookies: resp.cookies,
-                    body: resp.body,
-                }));
+                let _ = p.reply.send(Some(response));
                 Ok(())
             },
         );
@@ -457,7 +501,7 @@ pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -
     }
 
     match tokio::time::timeout(limits.call_timeout, rx).await {
-        Ok(Ok(Some(reply))) => build(reply),
+        Ok(Ok(Some(response))) => response,
         Ok(Ok(None)) | Ok(Err(_)) => {
             status(StatusCode::BAD_GATEWAY, "the cell failed before replying\n")
         }
@@ -471,27 +515,49 @@ pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -
     }
 }
 
-fn build(reply: Reply) -> Response {
-    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = Response::new(Body::from(reply.body));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    for (name, value) in reply.headers {
-        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
-            headers.insert(name, value);
-        }
-    }
-    for cookie in reply.cookies {
-        if let Ok(value) = HeaderValue::try_from(cookie) {
-            headers.append(header::SET_COOKIE, value);
-        }
-    }
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_decode_into_responses() {
+        #[derive(serde::Serialize)]
+        struct Respond<'a> {
+            id: u64,
+            status: u16,
+            headers: HashMap<&'a str, &'a str>,
+            #[serde(with = "serde_bytes")]
+            body: &'a [u8],
+            cookies: Vec<&'a str>,
+            later: (),
+        }
+        let reply = Respond {
+            id: 7,
+            status: 201,
+            headers: [("content-type", "text/plain"), ("bad name", "x")].into(),
+            body: b"\x00hi",
+            cookies: vec!["a=1", "b=2"],
+            later: (),
+        };
+        let (id, response) = decode_reply(&rmp_serde::to_vec_named(&reply).unwrap()).unwrap();
+        assert_eq!(id, 7);
+        assert_eq!(response.status(), 201);
+        assert_eq!(response.headers()["content-type"], "text/plain");
+        assert_eq!(
+            response.headers().len(),
+            3,
+            "two cookies, the bad name dropped"
+        );
+
+        // A str body is taken as bytes; a missing status does not decode.
+        let text_body = [
+            0x83, 0xa2, b'i', b'd', 1, 0xa6, b's', b't', b'a', b't', b'u', b's', 0xcc, 200, 0xa4,
+            b'b', b'o', b'd', b'y', 0xa1, b'x',
+        ];
+        assert_eq!(decode_reply(&text_body).unwrap().1.status(), 200);
+        let no_status = [0x81, 0xa2, b'i', b'd', 1];
+        assert!(decode_reply(&no_status).is_none());
+    }
 
     #[test]
     fn patterns_match_and_capture() {

@@ -68,7 +68,10 @@ impl Cell for Notes {
             return 0;
         };
         let id = request.id;
-        let path = request.path.strip_prefix(self.prefix.as_str()).unwrap_or_default();
+        let path = request
+            .path
+            .strip_prefix(self.prefix.as_str())
+            .unwrap_or_default();
         let response = answer(&request, path).unwrap_or_else(|code| failure(id, code));
         if let Err(code) = http::respond(&response) {
             log::warn(&format!("respond failed: {code}"));
@@ -100,7 +103,10 @@ fn answer(request: &Request, path: &str) -> Answer {
     match (request.method.as_str(), segments.as_slice()) {
         ("POST", ["notes"]) => {
             let text = String::from_utf8_lossy(&request.body);
-            let added = sqlite::exec_result("INSERT INTO notes (text) VALUES (?)", &[text.as_ref().into()])?;
+            let added = sqlite::exec_result(
+                "INSERT INTO notes (text) VALUES (?)",
+                &[text.as_ref().into()],
+            )?;
             Ok(Response::new(request.id, 201).body(added.last_insert_id.to_string()))
         }
         ("POST", ["notes", "batch"]) => {
@@ -124,8 +130,14 @@ fn answer(request: &Request, path: &str) -> Answer {
             Ok(ok.body(lines.join("\n")))
         }
         ("GET", ["notes", _]) => {
-            let rows = sqlite::query("SELECT text FROM notes WHERE id = ?", &[note_id(param("id"))?])?;
-            let text = rows.first().and_then(|row| row[0].as_str()).ok_or(Code::NOT_FOUND)?;
+            let rows = sqlite::query(
+                "SELECT text FROM notes WHERE id = ?",
+                &[note_id(param("id"))?],
+            )?;
+            let text = rows
+                .first()
+                .and_then(|row| row[0].as_str())
+                .ok_or(Code::NOT_FOUND)?;
             Ok(ok.body(text))
         }
         ("DELETE", ["notes", _]) => {
@@ -183,7 +195,9 @@ fn answer(request: &Request, path: &str) -> Answer {
 }
 
 fn note_id(text: &str) -> Result<Value, Code> {
-    text.parse::<i64>().map(Value::from).map_err(|_| Code::NOT_FOUND)
+    text.parse::<i64>()
+        .map(Value::from)
+        .map_err(|_| Code::NOT_FOUND)
 }
 
 fn exists(id: &str) -> Result<(), Code> {
@@ -223,7 +237,10 @@ fn round_trip_types(id: u64) -> Answer {
         Value::Blob(vec![0, 255, 7]),
     ];
     sqlite::exec("DELETE FROM types", &[])?;
-    sqlite::exec("INSERT INTO types (n, i, f, t, b) VALUES (?, ?, ?, ?, ?)", &row)?;
+    sqlite::exec(
+        "INSERT INTO types (n, i, f, t, b) VALUES (?, ?, ?, ?, ?)",
+        &row,
+    )?;
     let table = sqlite::query_table("SELECT n, i, f, t, b FROM types", &[])?;
     let expected_columns = ["n", "i", "f", "t", "b"];
     let body = if table.columns != expected_columns {

@@ -58,7 +58,10 @@ fn answer(request: &Request, route: &str) -> Result<Response, Code> {
     let key = query("key");
     Ok(match (request.method.as_str(), route) {
         ("PUT", "/object") => {
-            let content_type = request.headers.get("content-type").map_or("", String::as_str);
+            let content_type = request
+                .headers
+                .get("content-type")
+                .map_or("", String::as_str);
             s3::put_typed(key, &request.body, content_type)?;
             Response::new(id, 204)
         }

@@ -3,13 +3,16 @@
 //!
 //! A registered route delivers `http.request` events; decode them into a
 //! [`Request`] and answer with [`respond`], during that step or a later one.
+//! [`RequestView`] and [`reply`] do the same from borrowed bytes, allocating
+//! nothing on the way in or out but the reply's one buffer.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{raw, Code, HostBuf};
+use crate::msgpack::Reader;
+use crate::{raw, Code, Error, HostBuf};
 
 /// Serves `method` requests for `path`, whose `:name` segments capture
 /// parameters (`/users/:id`).
@@ -22,8 +25,9 @@ pub fn register(method: &str, path: &str) -> Result<(), Code> {
     raw::call_encoded(raw::http_register, &Route { method, path })
 }
 
-/// The payload of an `http.request` event.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+/// The payload of an `http.request` event, owned. [`RequestView`] reads the
+/// same payload without copying it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Request {
     /// Names the request in its [`Response`].
     pub id: u64,
@@ -31,16 +35,11 @@ pub struct Request {
     /// The request's path, without the query string.
     pub path: String,
     /// The values of the route's `:name` segments.
-    #[serde(default)]
     pub params: BTreeMap<String, String>,
-    #[serde(default)]
     pub query: BTreeMap<String, String>,
     /// Keyed by lower-case names.
-    #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    #[serde(default, with = "serde_bytes")]
     pub body: Vec<u8>,
-    #[serde(default)]
     pub remote_addr: String,
 }
 
@@ -51,8 +50,35 @@ impl Request {
     /// The request a step carries, if it carries one. A payload that does not
     /// decode is logged at level error and yields `None`, like a step without one.
     pub fn from_step(step: &crate::Step) -> Option<Request> {
+        RequestView::from_step(step).map(|view| view.to_owned())
+    }
+
+    /// Decodes an `http.request` payload.
+    pub fn decode(payload: &[u8]) -> Result<Request, Error> {
+        RequestView::decode(payload).map(|view| view.to_owned())
+    }
+}
+
+/// An `http.request` payload read in place: every field borrows the step's
+/// buffer, so serving a request allocates nothing until the cell does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestView<'a> {
+    pub id: u64,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub params: Fields<'a>,
+    pub query: Fields<'a>,
+    /// Keyed by lower-case names.
+    pub headers: Fields<'a>,
+    pub body: &'a [u8],
+    pub remote_addr: &'a str,
+}
+
+impl<'a> RequestView<'a> {
+    /// As [`Request::from_step`], without the copy.
+    pub fn from_step(step: &crate::Step<'a>) -> Option<RequestView<'a>> {
         let event = step.event().filter(|e| e.kind() == Request::KIND)?;
-        match event.decode() {
+        match RequestView::decode(event.payload()) {
             Ok(request) => Some(request),
             Err(err) => {
                 crate::log::error(&err.to_string());
@@ -60,18 +86,120 @@ impl Request {
             }
         }
     }
+
+    /// Reads an `http.request` payload: `id`, `method` and `path` are
+    /// required, the rest default to empty. One pass over the bytes.
+    pub fn decode(payload: &'a [u8]) -> Result<RequestView<'a>, Error> {
+        let bad = |field: &str| Error::new(format!("http.request payload: bad {field}"));
+        let mut reader = Reader::new(payload);
+        let (mut id, mut method, mut path) = (None, None, None);
+        let mut request = RequestView::default();
+        for _ in 0..reader.map_len().ok_or_else(|| bad("map"))? {
+            // Keys are compared as bytes: only values need checking as UTF-8.
+            let key = reader.str_bytes().ok_or_else(|| bad("key"))?;
+            let read = match key {
+                b"id" => reader.uint().map(|v| id = Some(v)),
+                b"method" => reader.str().map(|v| method = Some(v)),
+                b"path" => reader.str().map(|v| path = Some(v)),
+                b"params" => Fields::read(&mut reader).map(|v| request.params = v),
+                b"query" => Fields::read(&mut reader).map(|v| request.query = v),
+                b"headers" => Fields::read(&mut reader).map(|v| request.headers = v),
+                b"body" => reader.bytes().map(|v| request.body = v),
+                b"remote_addr" => reader.str().map(|v| request.remote_addr = v),
+                _ => reader.skip().map(drop),
+            };
+            read.ok_or_else(|| bad(&String::from_utf8_lossy(key)))?;
+        }
+        if !reader.is_done() {
+            return Err(bad("map: bytes after it"));
+        }
+        let missing = |field: &str| Error::new(format!("http.request payload: no {field}"));
+        request.id = id.ok_or_else(|| missing("id"))?;
+        request.method = method.ok_or_else(|| missing("method"))?;
+        request.path = path.ok_or_else(|| missing("path"))?;
+        Ok(request)
+    }
+
+    /// Copies the request out of the step's buffer.
+    pub fn to_owned(&self) -> Request {
+        Request {
+            id: self.id,
+            method: self.method.to_owned(),
+            path: self.path.to_owned(),
+            params: self.params.to_map(),
+            query: self.query.to_map(),
+            headers: self.headers.to_map(),
+            body: self.body.to_vec(),
+            remote_addr: self.remote_addr.to_owned(),
+        }
+    }
+}
+
+/// A MessagePack map of strings to strings, read in place; checked when the
+/// request is decoded, so reading it cannot fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fields<'a> {
+    raw: &'a [u8],
+}
+
+impl Default for Fields<'_> {
+    fn default() -> Self {
+        // 0x80: the empty fixmap.
+        Fields { raw: &[0x80] }
+    }
+}
+
+impl<'a> Fields<'a> {
+    /// Reads a map of strings to strings, checking every string once.
+    fn read(reader: &mut Reader<'a>) -> Option<Fields<'a>> {
+        let start = reader.position();
+        for _ in 0..reader.map_len()? {
+            reader.str()?;
+            reader.str()?;
+        }
+        Some(Fields {
+            raw: reader.since(start),
+        })
+    }
+
+    /// The value of the first entry named `name`.
+    pub fn get(&self, name: &str) -> Option<&'a str> {
+        let mut reader = Reader::new(self.raw);
+        for _ in 0..reader.map_len()? {
+            if reader.str_bytes()? == name.as_bytes() {
+                return reader.str();
+            }
+            reader.str_bytes()?;
+        }
+        None
+    }
+
+    /// The entries in the order the host sent them.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        let mut reader = Reader::new(self.raw);
+        let len = reader.map_len().unwrap_or(0);
+        (0..len).map_while(move |_| Some((reader.str()?, reader.str()?)))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        self.iter()
+            .map(|(key, value)| (key.to_owned(), value.to_owned()))
+            .collect()
+    }
 }
 
 /// The answer to a [`Request`], built with the methods below.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Response {
     pub id: u64,
     pub status: u16,
     pub headers: BTreeMap<String, String>,
-    #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
     /// Full `Set-Cookie` values, one header each.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cookies: Vec<String>,
 }
 
@@ -100,15 +228,96 @@ impl Response {
         self.cookies.push(cookie.to_owned());
         self
     }
+
+    fn encode(&self) -> Vec<u8> {
+        encode_response(
+            self.id,
+            self.status,
+            self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            &self.body,
+            self.cookies.iter().map(String::as_str),
+        )
+    }
 }
 
 /// Sends `response`; refused (code 4) when its id is unknown or already
 /// answered.
 pub fn respond(response: &Response) -> Result<(), Code> {
-    // Sized for the body and a few headers: one allocation on the hot path.
-    let mut encoded = Vec::with_capacity(64 + response.body.len());
-    rmp_serde::encode::write_named(&mut encoded, response).expect("responses always encode");
+    raw::call(raw::http_respond, &response.encode())
+}
+
+/// A response from borrowed parts, such as a [`RequestView`]'s fields, sent
+/// with [`reply`] without copying them into a [`Response`] first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reply<'a> {
+    pub id: u64,
+    pub status: u16,
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: &'a [u8],
+    /// Full `Set-Cookie` values, one header each.
+    pub cookies: &'a [&'a str],
+}
+
+impl Reply<'_> {
+    /// An empty reply with `status` to request `id`.
+    pub fn new(id: u64, status: u16) -> Reply<'static> {
+        Reply {
+            id,
+            status,
+            ..Reply::default()
+        }
+    }
+}
+
+/// Sends `reply`, as [`respond`] does a [`Response`].
+pub fn reply(reply: &Reply) -> Result<(), Code> {
+    let encoded = encode_response(
+        reply.id,
+        reply.status,
+        reply.headers.iter().copied(),
+        reply.body,
+        reply.cookies.iter().copied(),
+    );
     raw::call(raw::http_respond, &encoded)
+}
+
+/// `{id, status, headers, body, cookies?}`, written field by field into one
+/// buffer sized for the body and a few headers.
+fn encode_response<'s>(
+    id: u64,
+    status: u16,
+    headers: impl ExactSizeIterator<Item = (&'s str, &'s str)>,
+    body: &[u8],
+    cookies: impl ExactSizeIterator<Item = &'s str>,
+) -> Vec<u8> {
+    use rmp::encode::{write_array_len, write_bin, write_map_len, write_str, write_uint};
+    fn len(n: usize) -> u32 {
+        u32::try_from(n).expect("a wasm32 length fits in u32")
+    }
+    let mut out = Vec::with_capacity(64 + body.len());
+    // Writing into a Vec cannot fail.
+    let fields = if cookies.len() == 0 { 4 } else { 5 };
+    write_map_len(&mut out, fields).unwrap();
+    write_str(&mut out, "id").unwrap();
+    write_uint(&mut out, id).unwrap();
+    write_str(&mut out, "status").unwrap();
+    write_uint(&mut out, u64::from(status)).unwrap();
+    write_str(&mut out, "headers").unwrap();
+    write_map_len(&mut out, len(headers.len())).unwrap();
+    for (name, value) in headers {
+        write_str(&mut out, name).unwrap();
+        write_str(&mut out, value).unwrap();
+    }
+    write_str(&mut out, "body").unwrap();
+    write_bin(&mut out, body).unwrap();
+    if cookies.len() > 0 {
+        write_str(&mut out, "cookies").unwrap();
+        write_array_len(&mut out, len(cookies.len())).unwrap();
+        for cookie in cookies {
+            write_str(&mut out, cookie).unwrap();
+        }
+    }
+    out
 }
 
 /// An outbound request for [`fetch`].

@@ -10,8 +10,9 @@
 //! (`storage.sqlite`), [`s3`] (`storage.s3`, from the `pulp-ext-s3`
 //! extension), and [`raw`] for the unchecked
 //! declarations. The transport modules also hold typed payloads for their
-//! events, each naming its kind: `event.decode::<http::Request>()` when
-//! `event.kind() == http::Request::KIND`.
+//! events, each naming its kind: `event.decode::<ws::WsFrame>()` when
+//! `event.kind() == ws::WsFrame::KIND`; requests decode with
+//! `http::Request::from_step(step)`, or in place with `http::RequestView`.
 //!
 //! Imports that return data (`http_fetch`, or an extension's) take two
 //! out-pointers: the host allocates the result with `pulp_alloc` and stores

@@ -1,6 +1,6 @@
 use serde::Deserialize;
 
-use crate::msgpack::map_entries;
+use crate::msgpack::{self, MapEntries};
 use crate::Error;
 
 /// Call number (u64), wall-clock time (u64), payload length (u32).
@@ -91,7 +91,9 @@ impl<'a> Event<'a> {
     fn parse(bytes: &'a [u8]) -> Result<Event<'a>, Error> {
         let mut kind = None;
         let mut payload = None;
-        for (key, value) in map_entries(bytes).map_err(|e| Error::new(format!("event: {e}")))? {
+        let in_event = |e: Error| Error::new(format!("event: {e}"));
+        for entry in MapEntries::new(bytes).map_err(in_event)? {
+            let (key, value) = entry.map_err(in_event)?;
             let slot = match key {
                 "kind" => &mut kind,
                 "payload" => &mut payload,
@@ -103,10 +105,11 @@ impl<'a> Event<'a> {
             }
         }
         let kind = kind.ok_or_else(|| Error::new("event: no kind"))?;
-        let kind = match rmp::decode::read_str_from_slice(kind) {
-            Ok((kind, [])) => kind,
-            _ => return Err(Error::new("event: kind is not a string")),
-        };
+        let mut reader = msgpack::Reader::new(kind);
+        let kind = reader
+            .str()
+            .filter(|_| reader.is_done())
+            .ok_or_else(|| Error::new("event: kind is not a string"))?;
         let payload = payload.ok_or_else(|| Error::new(format!("event {kind}: no payload")))?;
         Ok(Event { kind, payload })
     }

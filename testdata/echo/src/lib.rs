@@ -2,7 +2,7 @@
 //! of a body, a report of what the host delivered, cookies, any status, and
 //! a response sent one step after its request.
 
-use pulp_guest::http::{self, Request, Response};
+use pulp_guest::http::{self, Reply, RequestView};
 use pulp_guest::{export_cell, log, Cell, Config, Step};
 
 const ROUTES: [(&str, &str); 6] = [
@@ -32,39 +32,53 @@ impl Cell for Echo {
 
     fn step(&mut self, step: &Step) -> i32 {
         for id in std::mem::take(&mut self.later) {
-            send(&Response::new(id, 200).body("later"));
+            send(&Reply {
+                body: b"later",
+                ..Reply::new(id, 200)
+            });
         }
-        let Some(request) = Request::from_step(step) else {
+        let Some(request) = RequestView::from_step(step) else {
             return 0;
         };
         if request.method == "GET" && request.path == "/later" {
             self.later.push(request.id);
         } else {
-            send(&answer(request));
+            answer(&request);
         }
         0
     }
 }
 
-fn answer(request: Request) -> Response {
-    let ok = Response::new(request.id, 200);
+/// Answers from the request's own bytes: this cell is the HTTP benchmark's.
+fn answer(request: &RequestView) {
+    let ok = Reply::new(request.id, 200);
+    let text_plain = [("content-type", "text/plain")];
     // Routes are told apart by their first segment: `/echo/:msg` and
     // `/echo` differ in method.
     let route = request.path.split('/').nth(1).unwrap_or_default();
-    match (request.method.as_str(), route) {
-        ("GET", "echo") => ok
-            .header("content-type", "text/plain")
-            .body(param(&request, "msg")),
+    match (request.method, route) {
+        ("GET", "echo") => send(&Reply {
+            headers: &text_plain,
+            body: request.params.get("msg").unwrap_or_default().as_bytes(),
+            ..ok
+        }),
         ("POST", "echo") => {
-            let ok = match request.headers.get("content-type") {
-                Some(content_type) => ok.header("content-type", content_type),
-                None => ok,
+            let content_type = request.headers.get("content-type");
+            let headers: &[_] = match &content_type {
+                Some(value) => &[("content-type", *value)],
+                None => &[],
             };
-            ok.body(request.body)
+            send(&Reply {
+                headers,
+                body: request.body,
+                ..ok
+            })
         }
         ("GET", "inspect") => {
+            // Sorted by name, so the report does not depend on wire order.
             let query: Vec<String> = request
                 .query
+                .to_map()
                 .iter()
                 .map(|(key, value)| format!("{key}={value}"))
                 .collect();
@@ -73,29 +87,33 @@ fn answer(request: Request) -> Response {
                 request.method,
                 request.path,
                 query.join("&"),
-                request.headers.get("x-test").map_or("", String::as_str),
+                request.headers.get("x-test").unwrap_or_default(),
                 request.remote_addr
             );
-            ok.header("content-type", "text/plain").body(body)
+            send(&Reply {
+                headers: &text_plain,
+                body: body.as_bytes(),
+                ..ok
+            })
         }
-        ("GET", "cookies") => ok
-            .header("x-cell", "echo")
-            .cookie("a=1; Path=/")
-            .cookie("b=2; HttpOnly"),
-        ("GET", "status") => match param(&request, "code").parse() {
-            Ok(status) => Response::new(request.id, status),
-            Err(_) => Response::new(request.id, 400).body("bad status"),
+        ("GET", "cookies") => send(&Reply {
+            headers: &[("x-cell", "echo")],
+            cookies: &["a=1; Path=/", "b=2; HttpOnly"],
+            ..ok
+        }),
+        ("GET", "status") => match request.params.get("code").unwrap_or_default().parse() {
+            Ok(status) => send(&Reply::new(request.id, status)),
+            Err(_) => send(&Reply {
+                body: b"bad status",
+                ..Reply::new(request.id, 400)
+            }),
         },
-        _ => Response::new(request.id, 404),
+        _ => send(&Reply::new(request.id, 404)),
     }
 }
 
-fn param<'a>(request: &'a Request, name: &str) -> &'a str {
-    request.params.get(name).map_or("", String::as_str)
-}
-
-fn send(response: &Response) {
-    if let Err(code) = http::respond(response) {
+fn send(reply: &Reply) {
+    if let Err(code) = http::reply(reply) {
         log::warn(&format!("respond failed {}", code.raw()));
     }
 }

@@ -2,12 +2,13 @@
 //! that sleeps until the capability wakes the host, then drains its `poll` into the
 //! target cells' queues.
 
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::mpsc::TrySendError;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use pulp_ext_api::{DeliverError, HostServices, Level};
 
+use super::queue::QueueSender;
 use crate::msgpack;
 use crate::registry::Entry;
 
@@ -29,7 +30,7 @@ pub struct Delivery {
 pub struct Route {
     pub cell: Arc<str>,
     pub max_message_bytes: u64,
-    pub queue: SyncSender<CellMsg>,
+    pub queue: QueueSender,
 }
 
 /// What a capability is lent for one cell that declares it: the capability's log

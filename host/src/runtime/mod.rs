@@ -3,6 +3,7 @@
 mod events;
 mod instance;
 mod output;
+mod queue;
 mod supervisor;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

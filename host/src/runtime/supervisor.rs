@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
+use std::sync::mpsc::RecvTimeoutError;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use wasmtime::Module;
 use super::Runtime;
 use super::events::{CellLink, CellMsg, Delivery, Pump, Route};
 use super::instance::{CellSpec, Failure, Instance, link_check};
+use super::queue::{QueueReceiver, QueueSender, queue};
 use crate::manifest::{Manifest, RestartPolicy};
 use crate::msgpack;
 use crate::registry::{Entry, Registry};
@@ -26,7 +27,7 @@ const HEALTHY_RUN: Duration = Duration::from_secs(30);
 
 struct Cell {
     name: Arc<str>,
-    queue: std::sync::mpsc::SyncSender<CellMsg>,
+    queue: QueueSender,
     /// Yields whether the cell already stopped for good (and had `teardown_cell`).
     thread: JoinHandle<bool>,
     declared: Vec<Arc<Entry>>,
@@ -93,10 +94,7 @@ impl Host {
             specs.push(prepare(&runtime, &registry, manifest, i as u64 + 1)?);
         }
 
-        let queues: Vec<_> = specs
-            .iter()
-            .map(|_| sync_channel::<CellMsg>(QUEUE_CAPACITY))
-            .collect();
+        let queues: Vec<_> = specs.iter().map(|_| queue(QUEUE_CAPACITY)).collect();
         for ((spec, manifest), (queue, _)) in specs.iter().zip(&manifests).zip(&queues) {
             let storage_dir = storage_root.join(&manifest.name);
             std::fs::create_dir_all(&storage_dir).map_err(|e| {
@@ -236,7 +234,7 @@ fn supervise(
     spec: &CellSpec,
     policy: RestartPolicy,
     tick: Duration,
-    queue: &Receiver<CellMsg>,
+    queue: &QueueReceiver,
     started: std::sync::mpsc::Sender<()>,
 ) -> bool {
     let mut started = Some(started);
@@ -298,7 +296,7 @@ fn supervise(
         );
         let deadline = Instant::now() + backoff;
         loop {
-            match queue.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            match queue.recv_until(Some(deadline)) {
                 Ok(CellMsg::Event(d)) => backlog.push_back(d),
                 Ok(CellMsg::Shutdown) | Err(RecvTimeoutError::Disconnected) => return false,
                 Err(RecvTimeoutError::Timeout) => break,
@@ -315,7 +313,7 @@ enum Work {
 }
 
 fn next_work(
-    queue: &Receiver<CellMsg>,
+    queue: &QueueReceiver,
     backlog: &mut VecDeque<Delivery>,
     tick: Duration,
     next_tick: Instant,
@@ -323,12 +321,7 @@ fn next_work(
     if let Some(d) = backlog.pop_front() {
         return Work::Event(d);
     }
-    let msg = if tick.is_zero() {
-        queue.recv().map_err(|_| RecvTimeoutError::Disconnected)
-    } else {
-        queue.recv_timeout(next_tick.saturating_duration_since(Instant::now()))
-    };
-    match msg {
+    match queue.recv_until((!tick.is_zero()).then_some(next_tick)) {
         Ok(CellMsg::Event(d)) => Work::Event(d),
         Ok(CellMsg::Shutdown) | Err(RecvTimeoutError::Disconnected) => Work::Shutdown,
         Err(RecvTimeoutError::Timeout) => Work::Tick,
@@ -340,7 +333,7 @@ fn run(
     instance: &mut Instance,
     cell: &str,
     tick: Duration,
-    queue: &Receiver<CellMsg>,
+    queue: &QueueReceiver,
     backlog: &mut VecDeque<Delivery>,
 ) -> Outcome {
     let mut next_tick = Instant::now() + tick;

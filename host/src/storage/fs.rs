@@ -173,10 +173,10 @@ fn check_link(files: &Dir, path: &str) -> io::Result<()> {
 
 fn write_file(cell: &CellFiles, path: &str, data: &[u8]) -> io::Result<()> {
     check_link(&cell.files, path)?;
-    if let Some(parent) = Path::new(path)
+    let parent = Path::new(path)
         .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-    {
+        .filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
         // Resolving the parent first refuses a link that leads outside, which
         // create_dir_all would only report as "exists".
         match cell.files.metadata(parent) {
@@ -198,7 +198,12 @@ fn write_file(cell: &CellFiles, path: &str, data: &[u8]) -> io::Result<()> {
     if staged.is_err() {
         let _ = cell.staging.remove_file(&temp);
     }
-    staged
+    staged?;
+    // The rename survives a power cut only once its directory is on disk.
+    // Opened read-only: directory handles may not allow fsync.
+    cell.files
+        .open(parent.unwrap_or(Path::new(".")))?
+        .sync_all()
 }
 
 fn delete_path(files: &Dir, path: &str) -> io::Result<()> {

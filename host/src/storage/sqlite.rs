@@ -91,9 +91,9 @@ impl Capability for Databases {
         let open = || -> rusqlite::Result<Connection> {
             let conn = Connection::open(&path)?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
-            // With WAL, NORMAL loses nothing when the process dies; only a power
-            // cut may drop the last commits.
-            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            // FULL: a commit the cell was told of is on disk, power cut or not
+            // (NORMAL would survive only the process dying).
+            conn.pragma_update(None, "synchronous", "FULL")?;
             conn.busy_timeout(BUSY_TIMEOUT)?;
             conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
             Ok(conn)

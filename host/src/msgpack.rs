@@ -172,13 +172,7 @@ impl<'a> Reader<'a> {
     }
 
     pub fn map_len(&mut self) -> Option<u32> {
-        let marker = *self.take(1)?.first()?;
-        match marker {
-            0x80..=0x8f => Some(u32::from(marker & 0x0f)),
-            0xde => Some(self.uint(2)? as u32),
-            0xdf => Some(self.uint(4)? as u32),
-            _ => None,
-        }
+        self.container_len(0x80, 0xde)
     }
 
     /// Steps over one value of any kind.
@@ -188,11 +182,18 @@ impl<'a> Reader<'a> {
     }
 
     pub fn array_len(&mut self) -> Option<u32> {
+        self.container_len(0x90, 0xdc)
+    }
+
+    /// The entry count after a map or array marker: `fix` is its fix form's
+    /// first marker (length in the low 4 bits), `sized` its 16-bit form's (the
+    /// 32-bit form's is the next).
+    fn container_len(&mut self, fix: u8, sized: u8) -> Option<u32> {
         let marker = *self.take(1)?.first()?;
         match marker {
-            0x90..=0x9f => Some(u32::from(marker & 0x0f)),
-            0xdc => Some(self.uint(2)? as u32),
-            0xdd => Some(self.uint(4)? as u32),
+            m if m & 0xf0 == fix => Some(u32::from(m & 0x0f)),
+            m if m == sized => Some(self.uint(2)? as u32),
+            m if m == sized + 1 => Some(self.uint(4)? as u32),
             _ => None,
         }
     }
@@ -390,6 +391,17 @@ mod tests {
             "truncated string"
         );
         assert_eq!(Reader::new(&[0xa1, 0xff]).scalar(), None, "invalid UTF-8");
+    }
+
+    #[test]
+    fn reader_reads_map_and_array_lengths_in_every_form() {
+        let lens = |bytes: &[u8]| (Reader::new(bytes).map_len(), Reader::new(bytes).array_len());
+        assert_eq!(lens(&[0x83]), (Some(3), None));
+        assert_eq!(lens(&[0x9f]), (None, Some(15)));
+        assert_eq!(lens(&[0xde, 0x01, 0x00]), (Some(256), None));
+        assert_eq!(lens(&[0xdd, 0, 1, 0, 0]), (None, Some(65536)));
+        assert_eq!(lens(&[0xdf, 0, 0]), (None, None), "truncated length");
+        assert_eq!(lens(&[0xa3]), (None, None), "a string is neither");
     }
 
     mod rmpv_like {

@@ -173,10 +173,7 @@ fn check_link(files: &Dir, path: &str) -> io::Result<()> {
 
 fn write_file(cell: &CellFiles, path: &str, data: &[u8]) -> io::Result<()> {
     check_link(&cell.files, path)?;
-    let parent = Path::new(path)
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty());
-    if let Some(parent) = parent {
+    if let Some(parent) = parent_of(path) {
         // Resolving the parent first refuses a link that leads outside, which
         // create_dir_all would only report as "exists".
         match cell.files.metadata(parent) {
@@ -199,19 +196,30 @@ fn write_file(cell: &CellFiles, path: &str, data: &[u8]) -> io::Result<()> {
         let _ = cell.staging.remove_file(&temp);
     }
     staged?;
-    // The rename survives a power cut only once its directory is on disk.
-    // Opened read-only: directory handles may not allow fsync.
-    cell.files
-        .open(parent.unwrap_or(Path::new(".")))?
-        .sync_all()
+    sync_parent(&cell.files, path)
 }
 
 fn delete_path(files: &Dir, path: &str) -> io::Result<()> {
     check_link(files, path)?;
     match files.symlink_metadata(path)? {
-        meta if meta.is_dir() => files.remove_dir(path),
-        _ => files.remove_file(path),
+        meta if meta.is_dir() => files.remove_dir(path)?,
+        _ => files.remove_file(path)?,
     }
+    sync_parent(files, path)
+}
+
+fn parent_of(path: &str) -> Option<&Path> {
+    Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+}
+
+/// A rename or removal survives a power cut only once its directory is on
+/// disk. Opened read-only: directory handles may not allow fsync.
+fn sync_parent(files: &Dir, path: &str) -> io::Result<()> {
+    files
+        .open(parent_of(path).unwrap_or(Path::new(".")))?
+        .sync_all()
 }
 
 /// `fs_list(prefix)`: the paths of the cell's regular files that start with

@@ -267,18 +267,21 @@ impl Reply<'_> {
             ..Reply::default()
         }
     }
+
+    fn encode(&self) -> Vec<u8> {
+        encode_response(
+            self.id,
+            self.status,
+            self.headers.iter().copied(),
+            self.body,
+            self.cookies.iter().copied(),
+        )
+    }
 }
 
 /// Sends `reply`, as [`respond`] does a [`Response`].
 pub fn reply(reply: &Reply) -> Result<(), Code> {
-    let encoded = encode_response(
-        reply.id,
-        reply.status,
-        reply.headers.iter().copied(),
-        reply.body,
-        reply.cookies.iter().copied(),
-    );
-    raw::call(raw::http_respond, &encoded)
+    raw::call(raw::http_respond, &reply.encode())
 }
 
 /// `{id, status, headers, body, cookies?}`, written field by field into one
@@ -386,4 +389,150 @@ pub fn fetch(request: &FetchRequest) -> Result<FetchResponse, Code> {
         HostBuf::receive(|ptr_out, len_out| raw::http_fetch(req_ptr, req_len, ptr_out, len_out))
     }?;
     response.decode().map_err(|_| Code::DECODE)
+}
+
+#[cfg(test)]
+mod tests {
+    use rmpv::Value;
+
+    use super::*;
+    use crate::msgpack::tests::encode;
+
+    fn text_map(pairs: &[(&str, &str)]) -> Value {
+        Value::Map(
+            pairs
+                .iter()
+                .map(|(k, v)| (Value::from(*k), Value::from(*v)))
+                .collect(),
+        )
+    }
+
+    /// An `http.request` payload as the host writes it, with `extra` fields
+    /// appended and the fields named in `without` left out.
+    fn payload(extra: Vec<(&str, Value)>, without: &[&str]) -> Vec<u8> {
+        let mut fields = vec![
+            ("id", Value::from(42)),
+            ("method", Value::from("POST")),
+            ("path", Value::from("/items/7")),
+            ("params", text_map(&[("id", "7")])),
+            ("query", text_map(&[("z", "1"), ("a", "2")])),
+            (
+                "headers",
+                text_map(&[("host", "h"), ("content-type", "text/plain")]),
+            ),
+            ("body", Value::Binary(vec![0, 1, 2])),
+            ("remote_addr", Value::from("127.0.0.1:5000")),
+        ];
+        fields.retain(|(key, _)| !without.contains(key));
+        fields.extend(extra);
+        encode(&Value::Map(
+            fields
+                .into_iter()
+                .map(|(k, v)| (Value::from(k), v))
+                .collect(),
+        ))
+    }
+
+    #[test]
+    fn a_request_reads_in_place_and_copies_out() {
+        let bytes = payload(vec![("later", Value::Array(vec![Value::Nil]))], &[]);
+        let view = RequestView::decode(&bytes).unwrap();
+        assert_eq!((view.id, view.method, view.path), (42, "POST", "/items/7"));
+        assert_eq!(view.params.get("id"), Some("7"));
+        assert_eq!(view.params.get("other"), None);
+        assert_eq!(
+            view.query.iter().collect::<Vec<_>>(),
+            [("z", "1"), ("a", "2")]
+        );
+        assert_eq!(view.headers.get("content-type"), Some("text/plain"));
+        assert_eq!(view.body, [0, 1, 2]);
+        assert_eq!(view.remote_addr, "127.0.0.1:5000");
+
+        let owned = Request::decode(&bytes).unwrap();
+        assert_eq!(owned, view.to_owned());
+        assert_eq!(owned.query.keys().collect::<Vec<_>>(), ["a", "z"]);
+
+        // Only id, method and path are required; a str body is taken as bytes.
+        let minimal = payload(
+            vec![("body", Value::from("hi"))],
+            &["params", "query", "headers", "body", "remote_addr"],
+        );
+        let view = RequestView::decode(&minimal).unwrap();
+        assert!(view.params.is_empty() && view.query.is_empty() && view.headers.is_empty());
+        assert_eq!(view.body, b"hi");
+        assert_eq!(view.remote_addr, "");
+    }
+
+    #[test]
+    fn a_malformed_request_is_an_error_naming_what_is_wrong() {
+        let error = |bytes: &[u8]| RequestView::decode(bytes).unwrap_err().to_string();
+        assert_eq!(
+            error(&payload(vec![], &["id"])),
+            "http.request payload: no id"
+        );
+        assert_eq!(
+            error(&payload(vec![("method", Value::from(1))], &["method"])),
+            "http.request payload: bad method"
+        );
+        assert_eq!(
+            error(&payload(vec![("id", Value::from(-1))], &["id"])),
+            "http.request payload: bad id"
+        );
+        let header_not_text = Value::Map(vec![(Value::from("x"), Value::from(1))]);
+        assert_eq!(
+            error(&payload(vec![("headers", header_not_text)], &["headers"])),
+            "http.request payload: bad headers"
+        );
+        let mut trailing = payload(vec![], &[]);
+        trailing.push(0xc0);
+        assert_eq!(
+            error(&trailing),
+            "http.request payload: bad map: bytes after it"
+        );
+        assert_eq!(error(&[0x91, 0x01]), "http.request payload: bad map");
+        let cut = payload(vec![], &[]);
+        assert!(RequestView::decode(&cut[..cut.len() - 3]).is_err());
+    }
+
+    #[test]
+    fn responses_and_replies_encode_alike() {
+        let response = Response::new(9, 201)
+            .header("content-type", "text/plain")
+            .body("made")
+            .cookie("a=1");
+        let reply = Reply {
+            headers: &[("content-type", "text/plain")],
+            body: b"made",
+            cookies: &["a=1"],
+            ..Reply::new(9, 201)
+        };
+        let from_reply = reply.encode();
+        assert_eq!(response.encode(), from_reply);
+        let decoded = rmpv::decode::read_value(&mut &from_reply[..]).unwrap();
+        let expected = Value::Map(vec![
+            (Value::from("id"), Value::from(9)),
+            (Value::from("status"), Value::from(201)),
+            (
+                Value::from("headers"),
+                text_map(&[("content-type", "text/plain")]),
+            ),
+            (Value::from("body"), Value::Binary(b"made".to_vec())),
+            (
+                Value::from("cookies"),
+                Value::Array(vec![Value::from("a=1")]),
+            ),
+        ]);
+        assert_eq!(decoded, expected);
+
+        // No cookies: the field is left out, as SPEC §4 allows.
+        let plain = Response::new(1, 204).encode();
+        let decoded = rmpv::decode::read_value(&mut &plain[..]).unwrap();
+        let keys: Vec<_> = decoded
+            .as_map()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.as_str().unwrap())
+            .collect();
+        assert_eq!(keys, ["id", "status", "headers", "body"]);
+    }
 }

@@ -67,7 +67,7 @@ impl<'a> Iterator for MapEntries<'a> {
         } else {
             Err(Error::new(format!(
                 "{} bytes after the map",
-                self.reader.bytes.len() - self.reader.at
+                self.reader.remaining()
             )))
         };
         self.failed = result.is_err();
@@ -103,15 +103,25 @@ impl<'a> Reader<'a> {
         self.at
     }
 
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.at
+    }
+
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let taken = self.bytes.get(self.at..self.at.checked_add(n)?)?;
         self.at += n;
         Some(taken)
     }
 
-    fn be(&mut self, n: usize) -> Option<usize> {
+    /// An `n`-byte big-endian unsigned field.
+    fn be(&mut self, n: usize) -> Option<u64> {
         let field = self.take(n)?;
-        Some(field.iter().fold(0, |acc, b| (acc << 8) | usize::from(*b)))
+        Some(field.iter().fold(0, |acc, b| (acc << 8) | u64::from(*b)))
+    }
+
+    /// An `n`-byte length field.
+    fn len(&mut self, n: usize) -> Option<usize> {
+        usize::try_from(self.be(n)?).ok()
     }
 
     fn marker(&mut self) -> Option<u8> {
@@ -122,8 +132,8 @@ impl<'a> Reader<'a> {
     pub fn map_len(&mut self) -> Option<usize> {
         match self.marker()? {
             m @ 0x80..=0x8f => Some(usize::from(m & 0x0f)),
-            0xde => self.be(2),
-            0xdf => self.be(4),
+            0xde => self.len(2),
+            0xdf => self.len(4),
             _ => None,
         }
     }
@@ -133,9 +143,9 @@ impl<'a> Reader<'a> {
     pub fn str_bytes(&mut self) -> Option<&'a [u8]> {
         let len = match self.marker()? {
             m @ 0xa0..=0xbf => usize::from(m & 0x1f),
-            0xd9 => self.be(1)?,
-            0xda => self.be(2)?,
-            0xdb => self.be(4)?,
+            0xd9 => self.len(1)?,
+            0xda => self.len(2)?,
+            0xdb => self.len(4)?,
             _ => return None,
         };
         self.take(len)
@@ -154,7 +164,7 @@ impl<'a> Reader<'a> {
             _ => return self.str().map(str::as_bytes),
         };
         self.at += 1;
-        let len = self.be(len)?;
+        let len = self.len(len)?;
         self.take(len)
     }
 
@@ -169,10 +179,9 @@ impl<'a> Reader<'a> {
             _ => return None,
         };
         let signed = self.bytes[self.at - 1] >= 0xd0;
-        let field = self.take(n)?;
-        let value = field.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+        let value = self.be(n)?;
         // A signed integer counts only when it is not negative.
-        let negative = signed && field[0] & 0x80 != 0;
+        let negative = signed && value >> (8 * n - 1) != 0;
         (!negative).then_some(value)
     }
 
@@ -190,18 +199,13 @@ impl<'a> Reader<'a> {
 pub fn value_len(bytes: &[u8]) -> Option<usize> {
     use rmp::Marker;
 
-    let be = |at: usize, n: usize| -> Option<usize> {
-        let field = bytes.get(at..at.checked_add(n)?)?;
-        Some(field.iter().fold(0, |acc, b| (acc << 8) | usize::from(*b)))
-    };
-    let mut at = 0;
+    let mut reader = Reader::new(bytes);
     let mut values_left: usize = 1;
     while values_left > 0 {
         values_left -= 1;
-        let marker = Marker::from_u8(*bytes.get(at)?);
-        at += 1;
-        // The bytes after the marker, and the values nested in this one.
-        let (data, nested) = match marker {
+        // The bytes after the marker and any length field, and the values
+        // nested in this one.
+        let (data, nested) = match Marker::from_u8(reader.marker()?) {
             Marker::FixPos(_) | Marker::FixNeg(_) | Marker::Null | Marker::True | Marker::False => {
                 (0, 0)
             }
@@ -210,31 +214,154 @@ pub fn value_len(bytes: &[u8]) -> Option<usize> {
             Marker::U32 | Marker::I32 | Marker::F32 => (4, 0),
             Marker::U64 | Marker::I64 | Marker::F64 => (8, 0),
             Marker::FixStr(n) => (usize::from(n), 0),
-            Marker::Str8 | Marker::Bin8 => (1 + be(at, 1)?, 0),
-            Marker::Str16 | Marker::Bin16 => (2 + be(at, 2)?, 0),
-            Marker::Str32 | Marker::Bin32 => (4 + be(at, 4)?, 0),
+            Marker::Str8 | Marker::Bin8 => (reader.len(1)?, 0),
+            Marker::Str16 | Marker::Bin16 => (reader.len(2)?, 0),
+            Marker::Str32 | Marker::Bin32 => (reader.len(4)?, 0),
             Marker::FixArray(n) => (0, usize::from(n)),
-            Marker::Array16 => (2, be(at, 2)?),
-            Marker::Array32 => (4, be(at, 4)?),
+            Marker::Array16 => (0, reader.len(2)?),
+            Marker::Array32 => (0, reader.len(4)?),
             Marker::FixMap(n) => (0, 2 * usize::from(n)),
-            Marker::Map16 => (2, 2 * be(at, 2)?),
-            Marker::Map32 => (4, 2 * be(at, 4)?),
+            Marker::Map16 => (0, 2 * reader.len(2)?),
+            Marker::Map32 => (0, reader.len(4)?.checked_mul(2)?),
+            // Extensions: a type byte, then the data.
             Marker::FixExt1 => (2, 0),
             Marker::FixExt2 => (3, 0),
             Marker::FixExt4 => (5, 0),
             Marker::FixExt8 => (9, 0),
             Marker::FixExt16 => (17, 0),
-            Marker::Ext8 => (2 + be(at, 1)?, 0),
-            Marker::Ext16 => (3 + be(at, 2)?, 0),
-            Marker::Ext32 => (5 + be(at, 4)?, 0),
+            Marker::Ext8 => (1 + reader.len(1)?, 0),
+            Marker::Ext16 => (1 + reader.len(2)?, 0),
+            Marker::Ext32 => (reader.len(4)?.checked_add(1)?, 0),
             Marker::Reserved => return None,
         };
-        at = at.checked_add(data)?;
+        reader.take(data)?;
         // Every nested value takes at least a byte: a count past the input is forged.
         values_left = values_left.checked_add(nested)?;
-        if at > bytes.len() || values_left > bytes.len() - at {
+        if values_left > reader.remaining() {
             return None;
         }
     }
-    Some(at)
+    Some(reader.position())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use rmpv::Value;
+
+    use super::*;
+
+    /// `value`'s MessagePack bytes, for the SDK's tests.
+    pub(crate) fn encode(value: &Value) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, value).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn value_len_walks_every_kind_and_refuses_what_is_cut_short() {
+        let long = "x".repeat(300);
+        let value = Value::Map(vec![
+            (
+                Value::from("ints"),
+                Value::Array(vec![0.into(), (-5).into(), 70000.into(), u64::MAX.into()]),
+            ),
+            (
+                Value::from("floats"),
+                Value::Array(vec![Value::F32(0.5), Value::F64(1.5)]),
+            ),
+            (
+                Value::from("text"),
+                Value::Array(vec!["short".into(), long.as_str().into()]),
+            ),
+            (Value::from("bin"), Value::Binary(vec![7; 70000])),
+            (
+                Value::from("ext"),
+                Value::Array(vec![Value::Ext(1, vec![1]), Value::Ext(2, vec![0; 20])]),
+            ),
+            (
+                Value::from("misc"),
+                Value::Array(vec![
+                    Value::Nil,
+                    true.into(),
+                    Value::Array((0..20).map(Value::from).collect()),
+                ]),
+            ),
+        ]);
+        let bytes = encode(&value);
+        assert_eq!(value_len(&bytes), Some(bytes.len()));
+        let mut with_more = bytes.clone();
+        with_more.push(0x01);
+        assert_eq!(
+            value_len(&with_more),
+            Some(bytes.len()),
+            "only the first value"
+        );
+        for cut in [1, 10, bytes.len() / 2, bytes.len() - 1] {
+            assert_eq!(value_len(&bytes[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(
+            value_len(&[0xdd, 0xff, 0xff, 0xff, 0xff]),
+            None,
+            "forged count"
+        );
+        assert_eq!(value_len(&[0xc1]), None, "reserved marker");
+        assert_eq!(value_len(&[]), None);
+    }
+
+    #[test]
+    fn map_entries_keep_wire_order_and_refuse_malformed_maps() {
+        let map = Value::Map(vec![
+            (Value::from("b"), Value::from(1)),
+            (Value::from("a"), Value::Array(vec![Value::from("x")])),
+        ]);
+        let bytes = encode(&map);
+        let entries = map_entries(&bytes).unwrap();
+        assert_eq!(
+            entries,
+            [("b", &[0x01][..]), ("a", &[0x91, 0xa1, b'x'][..])]
+        );
+
+        let mut trailing = bytes.clone();
+        trailing.push(0xc0);
+        let err = map_entries(&trailing).unwrap_err();
+        assert_eq!(err.to_string(), "1 bytes after the map");
+        let int_key = encode(&Value::Map(vec![(Value::from(1), Value::from(2))]));
+        assert!(map_entries(&int_key).is_err());
+        assert!(map_entries(&encode(&Value::from("no map"))).is_err());
+    }
+
+    #[test]
+    fn reader_reads_values_in_place() {
+        let uint = |value: Value| Reader::new(&encode(&value)).uint();
+        assert_eq!(uint(5.into()), Some(5));
+        assert_eq!(uint(70000.into()), Some(70000));
+        assert_eq!(uint(u64::MAX.into()), Some(u64::MAX));
+        assert_eq!(
+            Reader::new(&[0xd0, 0x05]).uint(),
+            Some(5),
+            "a positive int8"
+        );
+        assert_eq!(Reader::new(&[0xd0, 0xfb]).uint(), None, "a negative int8");
+        assert_eq!(uint((-1).into()), None);
+        assert_eq!(uint("5".into()), None);
+
+        let bytes = encode(&Value::Array(vec![
+            Value::Binary(vec![0, 1]),
+            "hé".into(),
+            "k".into(),
+        ]));
+        let mut reader = Reader::new(&bytes[1..]);
+        assert_eq!(reader.bytes(), Some(&[0, 1][..]));
+        assert_eq!(reader.bytes(), Some("hé".as_bytes()), "a string's bytes");
+        let start = reader.position();
+        assert_eq!(reader.str(), Some("k"));
+        assert_eq!(reader.since(start), [0xa1, b'k']);
+        assert!(reader.is_done());
+        assert_eq!(
+            Reader::new(&[0xa2, 0xff, 0xfe]).str(),
+            None,
+            "invalid UTF-8"
+        );
+        assert_eq!(Reader::new(&[0xa2, b'a']).str_bytes(), None, "truncated");
+    }
 }

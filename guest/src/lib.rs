@@ -147,3 +147,5 @@ macro_rules! export_cell {
         };
     };
 }
+#[cfg(test)]
+mod proptests;

@@ -94,7 +94,7 @@ fn sqlite(c: &mut Criterion) {
     .unwrap();
     let manifest = Manifest::load(&manifest).unwrap();
     let mut builtins = builtin::all();
-    builtins.extend(storage::capabilities());
+    builtins.extend(storage::Storage::default().capabilities());
     let registry = Registry::new(builtins, Vec::new()).unwrap();
     let runtime = Arc::new(Runtime::new().unwrap());
     let spec = prepare(&runtime, &registry, &manifest, 1).unwrap();

@@ -82,6 +82,20 @@ pub struct RunArgs {
     /// Per-cell storage root.
     #[arg(long, default_value = "./data")]
     pub storage_root: PathBuf,
+    /// Connections the shared listener holds open at once; past it new ones are
+    /// closed (and logged). Lowered to fit the open-file limit when that is smaller.
+    #[arg(long, default_value_t = 10_000)]
+    pub http_max_connections: usize,
+    /// Milliseconds a client has to send a request's head; also the most a
+    /// keep-alive connection may sit idle between requests.
+    #[arg(long, default_value_t = 10_000)]
+    pub http_header_timeout_ms: u64,
+    /// Milliseconds a client has to send a request's body (408 after it).
+    #[arg(long, default_value_t = 30_000)]
+    pub http_body_timeout_ms: u64,
+    /// WebSocket connections, or SSE subscribers, one path may have at once.
+    #[arg(long, default_value_t = 1_000)]
+    pub max_streams_per_path: usize,
 }
 
 /// Long flags also accepted with one dash (`-manifest app.toml`), as the Go Pulp
@@ -94,6 +108,10 @@ const LONG_FLAGS: &[&str] = &[
     "http-cert",
     "http-key",
     "storage-root",
+    "http-max-connections",
+    "http-header-timeout-ms",
+    "http-body-timeout-ms",
+    "max-streams-per-path",
     "log-level",
     "log-format",
     "help",

@@ -146,6 +146,30 @@ pub fn load(file: &Path, ext_dir: Option<&Path>) -> Result<Vec<Extension>, Exten
     Ok(loaded)
 }
 
+/// A library's verified bytes in a file only this process's user can reach
+/// (a 0700 directory), removed with it once loaded: the loader keeps its own
+/// mapping.
+struct PrivateCopy {
+    _dir: tempfile::TempDir,
+    file: PathBuf,
+}
+
+impl PrivateCopy {
+    fn new(original: &Path, bytes: &[u8]) -> std::io::Result<PrivateCopy> {
+        // TempDir is created 0700.
+        let dir = tempfile::Builder::new().prefix("pulp-ext-").tempdir()?;
+        let file = dir
+            .path()
+            .join(original.file_name().unwrap_or("library".as_ref()));
+        std::fs::write(&file, bytes)?;
+        Ok(PrivateCopy { _dir: dir, file })
+    }
+
+    fn path(&self) -> &Path {
+        &self.file
+    }
+}
+
 /// `lib<name>.so` / `lib<name>.dylib` / `<name>.dll` for a bare name, as cargo names
 /// a cdylib, then `<name>.<suffix>`; a name with a path or suffix is taken as is.
 fn candidates(library: &str, base: &Path) -> Vec<PathBuf> {
@@ -164,7 +188,8 @@ fn candidates(library: &str, base: &Path) -> Vec<PathBuf> {
 fn load_one(entry: &Entry, base: &Path, file: &Path) -> Result<Extension, ExtensionError> {
     let name = &entry.name;
     let candidates = candidates(&entry.library, base);
-    let Some(path) = candidates.iter().find(|p| p.is_file()).cloned() else {
+    // Any file that exists: what it is, the loader (or the pin) decides.
+    let Some(path) = candidates.iter().find(|p| p.exists()).cloned() else {
         let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
         return Err(ExtensionError(format!(
             "extension {name:?}: library file not found (library = {:?} in {}; looked for {}); build it or fix `library`",
@@ -175,21 +200,33 @@ fn load_one(entry: &Entry, base: &Path, file: &Path) -> Result<Extension, Extens
     };
     let shown = path.display();
 
-    if let Some(pin) = &entry.sha256 {
-        let bytes = std::fs::read(&path)
-            .map_err(|e| ExtensionError(format!("extension {name:?}: cannot read {shown}: {e}")))?;
-        let actual = hex::encode(Sha256::digest(&bytes));
-        if !actual.eq_ignore_ascii_case(pin.trim()) {
-            return Err(ExtensionError(format!(
-                "extension {name:?}: {shown} has sha256 {actual}, but {} pins {}; replace the file with the pinned build or update `sha256`",
-                file.display(),
-                pin.trim()
-            )));
+    // With a pin, what is loaded is a private copy of the very bytes that were
+    // hashed: the file at `path` could be swapped between the two.
+    let verified = match &entry.sha256 {
+        Some(pin) => {
+            let bytes = std::fs::read(&path).map_err(|e| {
+                ExtensionError(format!("extension {name:?}: cannot read {shown}: {e}"))
+            })?;
+            let actual = hex::encode(Sha256::digest(&bytes));
+            if !actual.eq_ignore_ascii_case(pin.trim()) {
+                return Err(ExtensionError(format!(
+                    "extension {name:?}: {shown} has sha256 {actual}, but {} pins {}; replace the file with the pinned build or update `sha256`",
+                    file.display(),
+                    pin.trim()
+                )));
+            }
+            Some(PrivateCopy::new(&path, &bytes).map_err(|e| {
+                ExtensionError(format!(
+                    "extension {name:?}: cannot copy {shown} to a private file to load it: {e}; check that the temp directory is writable"
+                ))
+            })?)
         }
-    }
+        None => None,
+    };
+    let load_from = verified.as_ref().map_or(path.as_path(), |copy| copy.path());
 
     let link = HostLink::leak(name);
-    let capabilities = pulp_ext_api::load_library(&path, link.handle()).map_err(|e| {
+    let capabilities = pulp_ext_api::load_library(load_from, link.handle()).map_err(|e| {
         let what_to_do = match &e {
             LoadError::NotLoadable(_) => {
                 "check that it is a cdylib built for this platform".to_owned()

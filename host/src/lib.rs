@@ -4,8 +4,11 @@
 pub mod builtin;
 pub mod cli;
 pub mod extensions;
+pub mod logsafe;
 pub mod manifest;
 pub mod msgpack;
+#[cfg(test)]
+mod proptests;
 pub mod registry;
 pub mod runtime;
 pub mod storage;

@@ -62,7 +62,11 @@ fn async_runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
-fn registry(args: &ExtArgs, transport: &Transport) -> Result<Registry, String> {
+fn registry(
+    args: &ExtArgs,
+    transport: &Transport,
+    storage: &storage::Storage,
+) -> Result<Registry, String> {
     let loaded = match extensions::config_path(args.ext_dir.as_deref(), args.ext_config.as_deref())
     {
         Some(file) => {
@@ -72,7 +76,7 @@ fn registry(args: &ExtArgs, transport: &Transport) -> Result<Registry, String> {
     };
     let mut builtins = builtin::all();
     builtins.extend(transport.capabilities());
-    builtins.extend(storage::capabilities());
+    builtins.extend(storage.capabilities());
     Registry::new(builtins, loaded)
 }
 
@@ -91,8 +95,13 @@ fn run(args: RunArgs) -> Result<(), String> {
     let manifests = manifests(&args)?;
     let io = async_runtime()?;
     let signals = Signals::install(&io)?;
-    let transport = Transport::new(io.handle().clone())?;
-    let registry = Arc::new(registry(&args.ext, &transport)?);
+    let limits = listener_limits(&args)?;
+    let transport = Transport::new(io.handle().clone(), limits.clone())?;
+    let storage = storage::Storage::default();
+    for manifest in &manifests {
+        storage.set_quota(&manifest.name, manifest.max_storage_bytes);
+    }
+    let registry = Arc::new(registry(&args.ext, &transport, &storage)?);
     let runtime = Arc::new(Runtime::new().map_err(|e| format!("cannot start wasmtime: {e}"))?);
     let listening = manifests.iter().any(|m| {
         m.capabilities
@@ -118,7 +127,14 @@ fn run(args: RunArgs) -> Result<(), String> {
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
         let bound = io.block_on(async {
-            transport::serve(transport.router(), args.http_port, tls, stop.clone()).await?;
+            transport::serve(
+                transport.router(),
+                args.http_port,
+                tls,
+                &limits,
+                stop.clone(),
+            )
+            .await?;
             stop.listening().await.ok_or_else(|| {
                 format!(
                     "cannot listen on port {}; is it in use? pick another with --http-port",
@@ -142,6 +158,40 @@ fn run(args: RunArgs) -> Result<(), String> {
     stop.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
     host.shutdown();
     Ok(())
+}
+
+/// The listener's limits from the flags; the connection cap kept under the
+/// open-file limit (raised first as far as it goes), with room for the host's
+/// own files.
+fn listener_limits(args: &RunArgs) -> Result<transport::ListenerLimits, String> {
+    /// Descriptors kept for databases, files, libraries and outbound sockets.
+    const RESERVED_FDS: u64 = 256;
+    let ms = |name: &str, value: u64| {
+        if value == 0 {
+            Err(format!("--{name} must be at least 1"))
+        } else {
+            Ok(std::time::Duration::from_millis(value))
+        }
+    };
+    if args.http_max_connections == 0 || args.max_streams_per_path == 0 {
+        return Err("--http-max-connections and --max-streams-per-path must be at least 1".into());
+    }
+    let mut max_connections = args.http_max_connections;
+    if let Some(fds) = transport::raise_fd_limit() {
+        let room = fds.saturating_sub(RESERVED_FDS).max(1) as usize;
+        if room < max_connections {
+            tracing::warn!(
+                "--http-max-connections {max_connections} lowered to {room}: the open-file limit is {fds}; raise it (ulimit -n) to allow more"
+            );
+            max_connections = room;
+        }
+    }
+    Ok(transport::ListenerLimits {
+        max_connections,
+        header_timeout: ms("http-header-timeout-ms", args.http_header_timeout_ms)?,
+        body_timeout: ms("http-body-timeout-ms", args.http_body_timeout_ms)?,
+        max_streams_per_path: args.max_streams_per_path,
+    })
 }
 
 /// SIGTERM and SIGINT, caught from the moment this returns: a signal that comes
@@ -173,7 +223,8 @@ fn check(args: RunArgs) -> Result<(), String> {
     init_logging(&args.ext.log);
     let manifests = manifests(&args)?;
     let io = async_runtime()?;
-    let registry = registry(&args.ext, &Transport::new(io.handle().clone())?)?;
+    let transport = Transport::new(io.handle().clone(), Default::default())?;
+    let registry = registry(&args.ext, &transport, &storage::Storage::default())?;
     let runtime = Runtime::new().map_err(|e| format!("cannot start wasmtime: {e}"))?;
     for (i, manifest) in manifests.iter().enumerate() {
         let spec = pulp_host::runtime::prepare(&runtime, &registry, manifest, i as u64 + 1)?;
@@ -204,7 +255,8 @@ fn check(args: RunArgs) -> Result<(), String> {
 fn ext_list(args: ExtArgs) -> Result<(), String> {
     init_logging(&args.log);
     let io = async_runtime()?;
-    let registry = registry(&args, &Transport::new(io.handle().clone())?)?;
+    let transport = Transport::new(io.handle().clone(), Default::default())?;
+    let registry = registry(&args, &transport, &storage::Storage::default())?;
     for entry in registry.entries() {
         println!(
             "{}  provider={}  from {}",

@@ -51,6 +51,9 @@ struct RawManifest {
     max_message_bytes: u64,
     #[serde(default)]
     tick_ms: u64,
+    max_queue_bytes: Option<u64>,
+    #[serde(default = "default_max_storage_bytes")]
+    max_storage_bytes: u64,
     #[serde(default = "default_restart")]
     restart: RestartPolicy,
     #[serde(default)]
@@ -73,6 +76,11 @@ fn default_call_timeout_ms() -> u64 {
 fn default_max_message_bytes() -> u64 {
     8 * 1024 * 1024
 }
+/// Bytes of events that may wait for one cell when the manifest does not say.
+pub const DEFAULT_MAX_QUEUE_BYTES: u64 = 64 * 1024 * 1024;
+fn default_max_storage_bytes() -> u64 {
+    1024 * 1024 * 1024
+}
 fn default_restart() -> RestartPolicy {
     RestartPolicy::OnCrash
 }
@@ -91,6 +99,10 @@ pub struct Manifest {
     pub call_timeout_ms: u64,
     pub max_message_bytes: u64,
     pub tick_ms: u64,
+    /// Bytes of events waiting for the cell; at least `max_message_bytes`.
+    pub max_queue_bytes: u64,
+    /// Bytes of the cell's files and database together.
+    pub max_storage_bytes: u64,
     pub restart: RestartPolicy,
     pub allowed_outbound_hosts: Vec<String>,
     pub providers: BTreeMap<String, String>,
@@ -150,6 +162,22 @@ impl Manifest {
                 u32::MAX
             )));
         }
+        // One event of the largest size must always fit.
+        let max_queue_bytes = match raw.max_queue_bytes {
+            Some(bytes) if bytes < raw.max_message_bytes => {
+                return Err(err(format!(
+                    "max_queue_bytes = {bytes} is below max_message_bytes = {}: the queue must hold at least one whole event",
+                    raw.max_message_bytes
+                )));
+            }
+            Some(bytes) => bytes,
+            None => DEFAULT_MAX_QUEUE_BYTES.max(raw.max_message_bytes),
+        };
+        if raw.max_storage_bytes == 0 {
+            return Err(err(
+                "max_storage_bytes must be at least 1 (bytes of files and database)".into(),
+            ));
+        }
         let mut seen = std::collections::BTreeSet::new();
         for cap in &raw.capabilities {
             if !seen.insert(cap) {
@@ -191,6 +219,8 @@ impl Manifest {
             call_timeout_ms: raw.call_timeout_ms,
             max_message_bytes: raw.max_message_bytes,
             tick_ms: raw.tick_ms,
+            max_queue_bytes,
+            max_storage_bytes: raw.max_storage_bytes,
             restart: raw.restart,
             allowed_outbound_hosts: raw.allowed_outbound_hosts,
             providers: raw.providers,

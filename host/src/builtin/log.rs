@@ -24,6 +24,7 @@ impl Capability for Log {
                 let bytes = guest.read_arg(args, 1)?;
                 let message = std::str::from_utf8(bytes).map_err(|_| Code::DECODE)?;
                 let cell = guest.cell();
+                let message = crate::logsafe::Escaped(message);
                 match level {
                     Level::Trace => tracing::trace!(target: "cell", cell, "{message}"),
                     Level::Debug => tracing::debug!(target: "cell", cell, "{message}"),

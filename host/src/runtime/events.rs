@@ -12,12 +12,6 @@ use super::queue::QueueSender;
 use crate::msgpack;
 use crate::registry::Entry;
 
-/// One step's worth of work for a cell.
-pub enum CellMsg {
-    Event(Delivery),
-    Shutdown,
-}
-
 pub struct Delivery {
     pub kind: String,
     pub payload: Vec<u8>,
@@ -69,7 +63,7 @@ impl HostServices for CellLink {
             payload: payload.to_vec(),
             source: Some((Arc::clone(&self.entry), id)),
         };
-        match self.route.queue.try_send(CellMsg::Event(delivery)) {
+        match self.route.queue.try_send(delivery) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(DeliverError::Full),
             Err(TrySendError::Disconnected(_)) => Err(DeliverError::Gone),
@@ -205,7 +199,7 @@ fn deliver(entry: &Arc<Entry>, routes: &[Route], event: pulp_ext_api::StepEvent)
     };
     // Blocks while the cell's queue is full: the capability keeps its events until
     // the cell catches up, instead of the host buffering without bound.
-    if route.queue.send(CellMsg::Event(delivery)).is_err() {
+    if route.queue.send(delivery).is_err() {
         tracing::warn!(
             capability,
             cell = &*route.cell,

@@ -2,12 +2,12 @@
 
 use std::mem::MaybeUninit;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pulp_ext_api::{Code, GuestMemory, ValType};
 use wasmtime::{
     Caller, ExternType, FuncType, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder,
-    Trap, TypedFunc, ValRaw, WasmBacktrace,
+    Trap, TypedFunc, UpdateDeadline, ValRaw, WasmBacktrace,
 };
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -18,6 +18,12 @@ use crate::msgpack;
 use crate::registry::{CellCapabilities, Entry, MAX_IMPORT_PARAMS, signature};
 
 const ENVELOPE_HEADER: usize = 20;
+
+/// Elements one table may hold (8 bytes each on the host): room for the
+/// function tables of large Go modules, far from a memory bomb.
+pub const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+/// Tables one instance may define or grow.
+const MAX_TABLES: usize = 4;
 
 /// Everything needed to (re)start one cell.
 pub struct CellSpec {
@@ -36,6 +42,8 @@ pub struct CellSpec {
 pub enum Failure {
     Trap(String),
     Timeout(u64),
+    /// The host is shutting down and interrupted the call.
+    Stopped,
     /// WASI `proc_exit`: 0 is an orderly exit.
     Exit(i32),
     /// `pulp_init` returned non-zero.
@@ -51,6 +59,7 @@ impl std::fmt::Display for Failure {
                 f,
                 "call exceeded call_timeout_ms = {ms} and was interrupted"
             ),
+            Failure::Stopped => f.write_str("interrupted by host shutdown"),
             Failure::Exit(code) => write!(f, "exited with code {code}"),
             Failure::InitFailed(code) => write!(f, "pulp_init returned {code}"),
             Failure::Setup(e) => f.write_str(e),
@@ -66,6 +75,8 @@ pub struct CellState {
     name: Arc<str>,
     id: u64,
     max_message_bytes: u64,
+    /// When the running call's `call_timeout_ms` runs out.
+    deadline: Instant,
 }
 
 /// The calling cell, as a host import sees it.
@@ -336,18 +347,14 @@ pub struct Instance {
     stderr: CellOutput,
 }
 
-/// Epoch ticks that make up one call's `call_timeout_ms`.
-fn deadline_ticks(timeout_ms: u64) -> u64 {
-    timeout_ms
-        .div_ceil(super::EPOCH_TICK.as_millis() as u64)
-        .max(1)
-}
-
 fn classify(err: wasmtime::Error, timeout_ms: u64) -> Failure {
     if let Some(exit) = err.downcast_ref::<I32Exit>() {
         return Failure::Exit(exit.0);
     }
     if let Some(Trap::Interrupt) = err.downcast_ref::<Trap>() {
+        if super::stop::stopping() {
+            return Failure::Stopped;
+        }
         return Failure::Timeout(timeout_ms);
     }
     let frame = err.downcast_ref::<WasmBacktrace>().and_then(|bt| {
@@ -371,8 +378,13 @@ impl Instance {
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .build_p1();
+        // One memory and one instance: the memory size limit is the whole of
+        // the cell's linear memory.
         let limits = StoreLimitsBuilder::new()
             .memory_size(spec.max_memory_pages as usize * 65_536)
+            .memories(1)
+            .tables(MAX_TABLES)
+            .table_elements(MAX_TABLE_ELEMENTS)
             .instances(1)
             .build();
         let state = CellState {
@@ -383,9 +395,19 @@ impl Instance {
             name: Arc::clone(&spec.name),
             id: spec.id,
             max_message_bytes: spec.max_message_bytes,
+            deadline: Instant::now(),
         };
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|s| &mut s.limits);
+        // Checked at every epoch tick: the call's own deadline, and shutdown,
+        // which must not wait for a runaway call's full timeout.
+        store.epoch_deadline_callback(|ctx| {
+            if super::stop::stopping() || Instant::now() >= ctx.data().deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Continue(1))
+            }
+        });
 
         let mut linker: Linker<CellState> = Linker::new(&runtime.engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s| &mut s.wasi)
@@ -394,7 +416,8 @@ impl Instance {
             .map_err(Failure::Setup)?;
 
         let timeout_ms = spec.call_timeout_ms;
-        store.set_epoch_deadline(deadline_ticks(timeout_ms));
+        store.data_mut().deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        store.set_epoch_deadline(1);
         let instance = {
             let _active = runtime.epoch.enter();
             linker.instantiate(&mut store, &spec.module).map_err(|e| {
@@ -464,8 +487,8 @@ impl Instance {
         &mut self,
         call: impl FnOnce(&mut Store<CellState>) -> wasmtime::Result<R>,
     ) -> Result<R, Failure> {
-        self.store
-            .set_epoch_deadline(deadline_ticks(self.timeout_ms));
+        self.store.data_mut().deadline = Instant::now() + Duration::from_millis(self.timeout_ms);
+        self.store.set_epoch_deadline(1);
         let epoch = Arc::clone(&self.runtime.epoch);
         let _active = epoch.enter();
         call(&mut self.store).map_err(|e| classify(e, self.timeout_ms))

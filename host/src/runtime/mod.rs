@@ -4,6 +4,7 @@ mod events;
 mod instance;
 mod output;
 mod queue;
+pub mod stop;
 mod supervisor;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -90,6 +91,9 @@ impl Runtime {
     pub fn new() -> wasmtime::Result<Runtime> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        // One linear memory per cell, so `max_memory_pages` bounds all of it; a
+        // module with several is refused when it is compiled.
+        config.wasm_multi_memory(false);
         let engine = Engine::new(&config)?;
         let epoch = EpochTicker::start(engine.clone());
         Ok(Runtime { engine, epoch })

@@ -31,7 +31,7 @@ impl CellOutput {
 
     fn emit(&self, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
-        let text = text.trim_end_matches('\r');
+        let text = crate::logsafe::Escaped(text.trim_end_matches('\r'));
         let cell = &*self.cell;
         if self.stream == "stderr" {
             tracing::warn!(target: "cell", cell, stream = self.stream, "{text}");

@@ -1,6 +1,6 @@
 //! Starting cells, the step loop on each cell's thread, restarts, and shutdown.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::RecvTimeoutError;
@@ -11,9 +11,10 @@ use pulp_ext_api::SetupEnv;
 use wasmtime::Module;
 
 use super::Runtime;
-use super::events::{CellLink, CellMsg, Delivery, Pump, Route};
+use super::events::{CellLink, Delivery, Pump, Route};
 use super::instance::{CellSpec, Failure, Instance, link_check};
-use super::queue::{QueueReceiver, QueueSender, queue};
+use super::queue::{Next, QueueReceiver, QueueSender, queue};
+use super::stop;
 use crate::manifest::{Manifest, RestartPolicy};
 use crate::msgpack;
 use crate::registry::{Entry, Registry};
@@ -24,6 +25,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// An instance that ran this long before failing restarts with the first backoff again.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
+/// How long shutdown waits for cells to finish their work and `pulp_shutdown`
+/// before it interrupts whatever still runs.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 struct Cell {
     name: Arc<str>,
@@ -94,10 +98,13 @@ impl Host {
             specs.push(prepare(&runtime, &registry, manifest, i as u64 + 1)?);
         }
 
-        let queues: Vec<_> = specs.iter().map(|_| queue(QUEUE_CAPACITY)).collect();
+        let queues: Vec<_> = manifests
+            .iter()
+            .map(|m| queue(QUEUE_CAPACITY, m.max_queue_bytes))
+            .collect();
         for ((spec, manifest), (queue, _)) in specs.iter().zip(&manifests).zip(&queues) {
             let storage_dir = storage_root.join(&manifest.name);
-            std::fs::create_dir_all(&storage_dir).map_err(|e| {
+            private_dir(&storage_dir).map_err(|e| {
                 format!(
                     "cell {}: cannot create its storage directory {}: {e}; check --storage-root",
                     manifest.name,
@@ -190,7 +197,25 @@ impl Host {
     /// `teardown_cell`, then `teardown` of every capability.
     pub fn shutdown(self) {
         for cell in &self.cells {
-            let _ = cell.queue.send(CellMsg::Shutdown);
+            cell.queue.request_shutdown();
+        }
+        let grace = Instant::now() + SHUTDOWN_GRACE;
+        while Instant::now() < grace && self.cells.iter().any(|c| !c.thread.is_finished()) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let busy: Vec<&str> = self
+            .cells
+            .iter()
+            .filter(|c| !c.thread.is_finished())
+            .map(|c| &*c.name)
+            .collect();
+        if !busy.is_empty() {
+            tracing::warn!(
+                "cells still busy {} ms after shutdown began, interrupting them: {}",
+                SHUTDOWN_GRACE.as_millis(),
+                busy.join(", ")
+            );
+            stop::interrupt_all();
         }
         let mut stopped = Vec::new();
         for cell in self.cells {
@@ -222,6 +247,18 @@ impl Host {
     }
 }
 
+/// Creates a cell's storage directory, owner-only: other users on the machine
+/// read neither its files nor its database.
+fn private_dir(path: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 enum Outcome {
     Shutdown,
     Failed(Failure),
@@ -239,7 +276,6 @@ fn supervise(
 ) -> bool {
     let mut started = Some(started);
     let cell = &*spec.name;
-    let mut backlog: VecDeque<Delivery> = VecDeque::new();
     let mut backoff = FIRST_BACKOFF;
     loop {
         let began = Instant::now();
@@ -249,12 +285,16 @@ fn supervise(
         let outcome = match first {
             Ok(mut instance) => {
                 tracing::info!(cell, "cell started");
-                run(&mut instance, cell, tick, queue, &mut backlog)
+                run(&mut instance, cell, tick, queue)
             }
             Err(failure) => Outcome::Failed(failure),
         };
         let failure = match outcome {
             Outcome::Shutdown => return false,
+            Outcome::Failed(_) if stop::stopping() => {
+                tracing::warn!(cell, "cell interrupted by shutdown");
+                return false;
+            }
             Outcome::Failed(failure) => failure,
         };
         let crashed = !matches!(failure, Failure::Exit(0));
@@ -294,13 +334,9 @@ fn supervise(
             "restarting in {} ms (restart = {policy})",
             backoff.as_millis()
         );
-        let deadline = Instant::now() + backoff;
-        loop {
-            match queue.recv_until(Some(deadline)) {
-                Ok(CellMsg::Event(d)) => backlog.push_back(d),
-                Ok(CellMsg::Shutdown) | Err(RecvTimeoutError::Disconnected) => return false,
-                Err(RecvTimeoutError::Timeout) => break,
-            }
+        // Events that arrive meanwhile wait in the bounded queue for the next instance.
+        if queue.shutdown_before(Instant::now() + backoff) {
+            return false;
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
@@ -312,33 +348,19 @@ enum Work {
     Shutdown,
 }
 
-fn next_work(
-    queue: &QueueReceiver,
-    backlog: &mut VecDeque<Delivery>,
-    tick: Duration,
-    next_tick: Instant,
-) -> Work {
-    if let Some(d) = backlog.pop_front() {
-        return Work::Event(d);
-    }
+fn next_work(queue: &QueueReceiver, tick: Duration, next_tick: Instant) -> Work {
     match queue.recv_until((!tick.is_zero()).then_some(next_tick)) {
-        Ok(CellMsg::Event(d)) => Work::Event(d),
-        Ok(CellMsg::Shutdown) | Err(RecvTimeoutError::Disconnected) => Work::Shutdown,
+        Ok(Next::Event(d)) => Work::Event(d),
+        Ok(Next::Shutdown) | Err(RecvTimeoutError::Disconnected) => Work::Shutdown,
         Err(RecvTimeoutError::Timeout) => Work::Tick,
     }
 }
 
 /// The step loop: blocks until an event or the next tick, never spins.
-fn run(
-    instance: &mut Instance,
-    cell: &str,
-    tick: Duration,
-    queue: &QueueReceiver,
-    backlog: &mut VecDeque<Delivery>,
-) -> Outcome {
+fn run(instance: &mut Instance, cell: &str, tick: Duration, queue: &QueueReceiver) -> Outcome {
     let mut next_tick = Instant::now() + tick;
     loop {
-        let result = match next_work(queue, backlog, tick, next_tick) {
+        let result = match next_work(queue, tick, next_tick) {
             Work::Shutdown => {
                 match instance.shutdown() {
                     Ok(0) => {}

@@ -8,27 +8,44 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::sync::Arc;
+
 use cap_std::ambient_authority;
-use cap_std::fs::Dir;
+use cap_std::fs::{Dir, DirBuilder, DirBuilderExt, OpenOptions, OpenOptionsExt};
 use pulp_ext_api::{Args, Capability, Code, Guest, HostImport, SetupEnv, ValType};
 
 use super::PerCell;
+use super::quota::{CellQuota, Quotas};
 
 pub const NAME: &str = "storage.fs";
 
 /// Where writes are staged before the rename makes them visible; a sibling of
 /// `files/` so the cell never sees half-written files.
 const STAGING: &str = "files.tmp";
+/// A cell's files and directories are its own: no other user on the machine
+/// reads them.
+const FILE_MODE: u32 = 0o600;
+const DIR_MODE: u32 = 0o700;
 
 struct CellFiles {
     files: Dir,
     staging: Dir,
     next_temp: AtomicU64,
+    quota: Arc<CellQuota>,
 }
 
-#[derive(Default)]
 pub struct Files {
-    cells: std::sync::Arc<PerCell<CellFiles>>,
+    cells: Arc<PerCell<CellFiles>>,
+    quotas: Arc<Quotas>,
+}
+
+impl Files {
+    pub fn new(quotas: Arc<Quotas>) -> Files {
+        Files {
+            cells: Arc::default(),
+            quotas,
+        }
+    }
 }
 
 impl Capability for Files {
@@ -41,7 +58,7 @@ impl Capability for Files {
     }
 
     fn imports(&self) -> Vec<HostImport> {
-        let [read, write, delete, list] = [0, 1, 2, 3].map(|_| std::sync::Arc::clone(&self.cells));
+        let [read, write, delete, list] = [0, 1, 2, 3].map(|_| Arc::clone(&self.cells));
         let i32s = |n| vec![ValType::I32; n];
         vec![
             HostImport::new("fs_read", &i32s(4), move |guest, args| {
@@ -53,12 +70,25 @@ impl Capability for Files {
                 let cell = write.get(guest.cell())?;
                 let path = sandbox_path(guest, args, 0)?;
                 let data = guest.read_arg(args, 2)?;
-                write_file(&cell, path, data).map_err(|e| io_code(guest, "write", path, e))
+                match write_file(&cell, path, data) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => {
+                        tracing::warn!(
+                            cell = guest.cell(),
+                            path,
+                            "storage.fs: write refused: {} bytes would take the cell past max_storage_bytes = {}",
+                            data.len(),
+                            cell.quota.limit()
+                        );
+                        Err(Code::TOO_LARGE)
+                    }
+                    Err(e) => Err(io_code(guest, "write", path, e)),
+                }
             }),
             HostImport::new("fs_delete", &i32s(2), move |guest, args| {
                 let cell = delete.get(guest.cell())?;
                 let path = sandbox_path(guest, args, 0)?;
-                delete_path(&cell.files, path).map_err(|e| io_code(guest, "delete", path, e))
+                delete_path(&cell, path).map_err(|e| io_code(guest, "delete", path, e))
             }),
             HostImport::new("fs_list", &i32s(4), move |guest, args| {
                 let cell = list.get(guest.cell())?;
@@ -71,7 +101,7 @@ impl Capability for Files {
     fn setup(&self, env: &SetupEnv) -> Result<(), String> {
         let open = |name: &str| {
             let path = env.storage_dir.join(name);
-            std::fs::create_dir_all(&path)
+            private_dir(&path)
                 .and_then(|()| Dir::open_ambient_dir(&path, ambient_authority()))
                 .map_err(|e| format!("cannot open {}: {e}", path.display()))
         };
@@ -84,12 +114,14 @@ impl Capability for Files {
                 .remove_file(entry.file_name())
                 .map_err(|e| format!("cannot clear {STAGING}: {e}"))?;
         }
+        let quota = self.quotas.cell(&env.cell, &env.storage_dir)?;
         self.cells.insert(
             &env.cell,
             CellFiles {
                 files,
                 staging,
                 next_temp: AtomicU64::new(0),
+                quota,
             },
         );
         Ok(())
@@ -102,6 +134,21 @@ impl Capability for Files {
     fn teardown(&self) {
         self.cells.clear();
     }
+}
+
+/// Creates `path` and its parents owner-only, and makes an existing one so.
+fn private_dir(path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(DIR_MODE))
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(path)
 }
 
 /// Reads the path argument at `args[index]` and refuses, before touching the
@@ -171,13 +218,33 @@ fn check_link(files: &Dir, path: &str) -> io::Result<()> {
     Ok(())
 }
 
-fn write_file(cell: &CellFiles, path: &str, data: &[u8]) -> io::Result<()> {
+/// Bytes of the regular file at `path`, 0 when there is none.
+fn file_size(files: &Dir, path: &str) -> u64 {
+    files
+        .symlink_metadata(path)
+        .ok()
+        .filter(|m| m.is_file())
+        .map_or(0, |m| m.len())
+}
+
+/// Writes `data` to `path` atomically; `Ok(false)` when it would exceed the
+/// cell's storage quota, and then nothing is written.
+fn write_file(cell: &CellFiles, path: &str, data: &[u8]) -> io::Result<bool> {
     check_link(&cell.files, path)?;
+    let old = file_size(&cell.files, path);
+    let new = data.len() as u64;
+    if !cell.quota.files_fit(old, new) {
+        return Ok(false);
+    }
     if let Some(parent) = parent_of(path) {
         // Resolving the parent first refuses a link that leads outside, which
         // create_dir_all would only report as "exists".
         match cell.files.metadata(parent) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => cell.files.create_dir_all(parent)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let mut builder = DirBuilder::new();
+                builder.recursive(true).mode(DIR_MODE);
+                cell.files.create_dir_with(parent, &builder)?
+            }
             resolved => {
                 resolved?;
             }
@@ -185,7 +252,9 @@ fn write_file(cell: &CellFiles, path: &str, data: &[u8]) -> io::Result<()> {
     }
     let temp = format!("{}", cell.next_temp.fetch_add(1, Ordering::Relaxed));
     let staged = (|| {
-        let mut file = cell.staging.create(&temp)?;
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true).mode(FILE_MODE);
+        let mut file = cell.staging.open_with(&temp, &options)?;
         file.write_all(data)?;
         // On disk before it becomes visible: a crash leaves the old or the new
         // content, never a torn file.
@@ -196,14 +265,22 @@ fn write_file(cell: &CellFiles, path: &str, data: &[u8]) -> io::Result<()> {
         let _ = cell.staging.remove_file(&temp);
     }
     staged?;
-    sync_parent(&cell.files, path)
+    cell.quota.files_changed(old, new);
+    sync_parent(&cell.files, path)?;
+    Ok(true)
 }
 
-fn delete_path(files: &Dir, path: &str) -> io::Result<()> {
+fn delete_path(cell: &CellFiles, path: &str) -> io::Result<()> {
+    let files = &cell.files;
     check_link(files, path)?;
     match files.symlink_metadata(path)? {
         meta if meta.is_dir() => files.remove_dir(path)?,
-        _ => files.remove_file(path)?,
+        meta => {
+            files.remove_file(path)?;
+            if meta.is_file() {
+                cell.quota.files_changed(meta.len(), 0);
+            }
+        }
     }
     sync_parent(files, path)
 }
@@ -237,28 +314,48 @@ fn list_files(guest: &Guest<'_>, args: Args<'_>, cell: &CellFiles) -> Result<Vec
     } else {
         cell.files.open_dir(base)
     };
+    let mut listing = Listing {
+        prefix,
+        paths: &mut paths,
+        bytes: 0,
+        limit,
+    };
     let walked = match start {
-        Ok(dir) => walk(&dir, base, prefix, &mut paths),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Ok(dir) => walk(&dir, base, &mut listing),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
         Err(e) => Err(e),
     };
-    walked.map_err(|e| io_code(guest, "list", prefix, e))?;
+    match walked {
+        Ok(true) => {}
+        Ok(false) => return Err(Code::TOO_LARGE),
+        Err(e) => return Err(io_code(guest, "list", prefix, e)),
+    }
     paths.sort_unstable();
     let mut out = Vec::new();
     rmp::encode::write_array_len(&mut out, paths.len() as u32).expect("vec write");
     for path in &paths {
         rmp::encode::write_str(&mut out, path).expect("vec write");
-        if out.len() as u64 > limit {
-            return Err(Code::TOO_LARGE);
-        }
+    }
+    if out.len() as u64 > limit {
+        return Err(Code::TOO_LARGE);
     }
     Ok(out)
 }
 
-/// Collects regular files below `dir` (whose path is `at`) matching `prefix`.
-/// Symlinks are not followed, so a link cannot make the walk leave the
-/// sandbox or loop.
-fn walk(dir: &Dir, at: &str, prefix: &str, out: &mut Vec<String>) -> io::Result<()> {
+/// A listing being collected, bounded by the cell's `max_message_bytes` as
+/// it grows rather than once it is complete.
+struct Listing<'a> {
+    prefix: &'a str,
+    paths: &'a mut Vec<String>,
+    /// Bytes the encoded listing will take, at least.
+    bytes: u64,
+    limit: u64,
+}
+
+/// Collects regular files below `dir` (whose path is `at`) that match the
+/// listing's prefix; false once they outgrow its limit. Symlinks are not
+/// followed, so a link cannot make the walk leave the sandbox or loop.
+fn walk(dir: &Dir, at: &str, listing: &mut Listing<'_>) -> io::Result<bool> {
     for entry in dir.entries()? {
         let entry = entry?;
         let Ok(name) = entry.file_name().into_string() else {
@@ -272,12 +369,20 @@ fn walk(dir: &Dir, at: &str, prefix: &str, out: &mut Vec<String>) -> io::Result<
         let kind = entry.file_type()?;
         if kind.is_dir() {
             // Only directories that can still hold a match.
-            if path.starts_with(prefix) || prefix.starts_with(&path) {
-                walk(&entry.open_dir()?, &path, prefix, out)?;
+            let prefix = listing.prefix;
+            if (path.starts_with(prefix) || prefix.starts_with(&path))
+                && !walk(&entry.open_dir()?, &path, listing)?
+            {
+                return Ok(false);
             }
-        } else if kind.is_file() && path.starts_with(prefix) {
-            out.push(path);
+        } else if kind.is_file() && path.starts_with(listing.prefix) {
+            // A string's header is at most 5 bytes.
+            listing.bytes += path.len() as u64 + 5;
+            if listing.bytes > listing.limit {
+                return Ok(false);
+            }
+            listing.paths.push(path);
         }
     }
-    Ok(())
+    Ok(true)
 }

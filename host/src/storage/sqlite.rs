@@ -2,17 +2,30 @@
 //!
 //! Each cell keeps one connection for its whole life, so a transaction begun in
 //! one call is committed by a later one; statements are prepared once and cached.
+//!
+//! The connection reaches that one file: no URI filenames, no ATTACH (nor
+//! VACUUM INTO, which attaches), no extension loading, defensive mode and
+//! untrusted schemas, and an authorizer that refuses pragmas outside a list
+//! of harmless ones. Every call runs under the cell's `call_timeout_ms` (a
+//! progress handler), its values under `max_message_bytes`, and the database
+//! under the cell's storage quota.
 
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use pulp_ext_api::{Args, Capability, Code, Guest, HostImport, SetupEnv, ValType};
 use rmp::encode;
+use rusqlite::config::DbConfig;
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::limits::Limit;
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, Statement};
+use rusqlite::{Connection, ErrorCode, OpenFlags, Statement};
 
 use super::PerCell;
+use super::quota::{CellQuota, Quotas};
 use crate::msgpack::{Reader, Scalar};
+use crate::runtime::stop;
 
 pub const NAME: &str = "storage.sqlite";
 
@@ -20,22 +33,191 @@ pub const NAME: &str = "storage.sqlite";
 /// host on the same storage root, an operator's sqlite3 shell).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const STATEMENT_CACHE: usize = 64;
+/// The page cache of one connection, in KiB: the bulk of what SQLite keeps
+/// per cell, fixed so a cell cannot raise it.
+const CACHE_KIB: i64 = 2048;
+/// The write-ahead log is cut back to this after each checkpoint.
+const WAL_KEEP_BYTES: i64 = 4 * 1024 * 1024;
+/// SQLite's own memory, all cells together: a backstop under the per-cell
+/// bounds above. Past it a statement fails with "out of memory" (code 5).
+const HEAP_LIMIT: i64 = 1024 * 1024 * 1024;
+/// Virtual machine instructions between two checks of the call's deadline.
+const PROGRESS_EVERY: i32 = 1000;
 
-struct CellDb(Mutex<Connection>);
+/// Pragmas a cell may run: schema inspection and per-connection behaviour
+/// that reaches nothing outside its own database. `database_list` (host
+/// paths), the `*_directory` pragmas, cache, mmap, page and WAL sizing
+/// (memory and quota) and `trusted_schema` are not among them.
+const ALLOWED_PRAGMAS: &[&str] = &[
+    "analysis_limit",
+    "application_id",
+    "automatic_index",
+    "case_sensitive_like",
+    "cell_size_check",
+    "collation_list",
+    "data_version",
+    "defer_foreign_keys",
+    "encoding",
+    "foreign_key_check",
+    "foreign_key_list",
+    "foreign_keys",
+    "freelist_count",
+    "function_list",
+    "ignore_check_constraints",
+    "incremental_vacuum",
+    "index_info",
+    "index_list",
+    "index_xinfo",
+    "integrity_check",
+    "legacy_alter_table",
+    "optimize",
+    "page_count",
+    "pragma_list",
+    "query_only",
+    "quick_check",
+    "recursive_triggers",
+    "reverse_unordered_selects",
+    "schema_version",
+    "synchronous",
+    "table_info",
+    "table_list",
+    "table_xinfo",
+    "user_version",
+    "wal_checkpoint",
+];
+/// Pragmas a cell may read but not set.
+const READ_ONLY_PRAGMAS: &[&str] = &[
+    "auto_vacuum",
+    "busy_timeout",
+    "cache_size",
+    "journal_mode",
+    "journal_size_limit",
+    "max_page_count",
+    "page_size",
+];
+
+fn authorize(ctx: AuthContext<'_>, host_statement: bool) -> Authorization {
+    match ctx.action {
+        // The host's own statements (the page limit) are not the cell's.
+        _ if host_statement => Authorization::Allow,
+        AuthAction::Attach { .. } | AuthAction::Detach { .. } => Authorization::Deny,
+        AuthAction::Pragma {
+            pragma_name,
+            pragma_value,
+        } => {
+            let name = pragma_name.to_ascii_lowercase();
+            let allowed = ALLOWED_PRAGMAS.contains(&name.as_str())
+                || (READ_ONLY_PRAGMAS.contains(&name.as_str()) && pragma_value.is_none())
+                // Cells written for WAL elsewhere ask for it; it is already on.
+                || (name == "journal_mode"
+                    && pragma_value.is_some_and(|v| v.eq_ignore_ascii_case("wal")));
+            if allowed {
+                Authorization::Allow
+            } else {
+                Authorization::Deny
+            }
+        }
+        AuthAction::Function { function_name }
+            if function_name.eq_ignore_ascii_case("load_extension") =>
+        {
+            Authorization::Deny
+        }
+        _ => Authorization::Allow,
+    }
+}
+
+/// Nanoseconds since the first call, for deadlines an atomic can hold.
+fn now_ns() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+struct CellDb {
+    conn: Mutex<Connection>,
+    /// Set while the host runs a statement of its own on the connection.
+    host_statement: Arc<AtomicBool>,
+    /// The page limit last given to SQLite.
+    max_pages: AtomicI64,
+    /// When the running call must stop, in `now_ns` time.
+    deadline: Arc<AtomicU64>,
+    timeout: Duration,
+    quota: Arc<CellQuota>,
+    page_size: u64,
+}
 
 impl CellDb {
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic mid-call leaves SQLite itself consistent; keep serving.
-        self.0
+        self.conn
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
-#[derive(Default)]
 pub struct Databases {
     cells: Arc<PerCell<CellDb>>,
+    quotas: Arc<Quotas>,
 }
+
+impl Databases {
+    pub fn new(quotas: Arc<Quotas>) -> Databases {
+        Databases {
+            cells: Arc::default(),
+            quotas,
+        }
+    }
+}
+
+/// Opens and hardens a cell's database.
+fn open(
+    path: &std::path::Path,
+    max_message_bytes: u64,
+    host_statement: &Arc<AtomicBool>,
+) -> rusqlite::Result<Connection> {
+    // Created owner-only before SQLite opens it; its WAL and SHM files take
+    // the same mode.
+    create_private(path);
+    // Not the default flags: those let a filename be a URI (`file:...?mode=`).
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn = Connection::open_with_flags(path, flags)?;
+    conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
+    let value_limit = i32::try_from(max_message_bytes).unwrap_or(i32::MAX);
+    conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, value_limit)?;
+    conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, value_limit)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, true)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: a commit the cell was told of is on disk, power cut or not
+    // (NORMAL would survive only the process dying).
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+    conn.pragma_update(None, "mmap_size", 0)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_KEEP_BYTES)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    let host_statement = Arc::clone(host_statement);
+    conn.authorizer(Some(move |ctx: AuthContext<'_>| {
+        authorize(ctx, host_statement.load(Ordering::Relaxed))
+    }))?;
+    Ok(conn)
+}
+
+#[cfg(unix)]
+fn create_private(path: &std::path::Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    // An existing file is left as it is; SQLite reports any real problem.
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+}
+
+#[cfg(not(unix))]
+fn create_private(_path: &std::path::Path) {}
 
 /// What a call returns to the cell.
 #[derive(Clone, Copy)]
@@ -87,18 +269,16 @@ impl Capability for Databases {
     }
 
     fn setup(&self, env: &SetupEnv) -> Result<(), String> {
+        static HEAP: OnceLock<()> = OnceLock::new();
+        HEAP.get_or_init(|| {
+            // SAFETY: a plain setter of SQLite's global allocator limit.
+            unsafe { rusqlite::ffi::sqlite3_hard_heap_limit64(HEAP_LIMIT) };
+        });
         let path = env.storage_dir.join("data.db");
-        let open = || -> rusqlite::Result<Connection> {
-            let conn = Connection::open(&path)?;
-            conn.pragma_update(None, "journal_mode", "WAL")?;
-            // FULL: a commit the cell was told of is on disk, power cut or not
-            // (NORMAL would survive only the process dying).
-            conn.pragma_update(None, "synchronous", "FULL")?;
-            conn.busy_timeout(BUSY_TIMEOUT)?;
-            conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-            Ok(conn)
-        };
-        let conn = open().map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let quota = self.quotas.cell(&env.cell, &env.storage_dir)?;
+        let host_statement = Arc::new(AtomicBool::new(false));
+        let mut conn = open(&path, env.max_message_bytes, &host_statement)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         let mode: String = conn
             .pragma_query_value(None, "journal_mode", |row| row.get(0))
             .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -108,7 +288,28 @@ impl Capability for Databases {
                 path.display()
             ));
         }
-        self.cells.insert(&env.cell, CellDb(Mutex::new(conn)));
+        let page_size: i64 = conn
+            .pragma_query_value(None, "page_size", |row| row.get(0))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let deadline = Arc::new(AtomicU64::new(u64::MAX));
+        let watched = Arc::clone(&deadline);
+        conn.progress_handler(
+            PROGRESS_EVERY,
+            Some(move || stop::stopping() || now_ns() >= watched.load(Ordering::Relaxed)),
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+        self.cells.insert(
+            &env.cell,
+            CellDb {
+                conn: Mutex::new(conn),
+                host_statement,
+                max_pages: AtomicI64::new(-1),
+                deadline,
+                timeout: Duration::from_millis(env.call_timeout_ms),
+                quota,
+                page_size: page_size.max(512) as u64,
+            },
+        );
         Ok(())
     }
 
@@ -146,6 +347,26 @@ fn call(guest: &Guest<'_>, args: Args<'_>, db: &CellDb, shape: Shape) -> Result<
     let params = decode_params(guest.read_arg(args, 2)?).ok_or(Code::DECODE)?;
     let limit = guest.max_message_bytes();
     let conn = db.lock();
+    // The database may hold what the quota leaves after the cell's files.
+    let room = db.quota.limit().saturating_sub(db.quota.files_bytes());
+    let pages = (room / db.page_size).clamp(1, i64::MAX as u64) as i64;
+    if db.max_pages.load(Ordering::Relaxed) != pages {
+        db.host_statement.store(true, Ordering::Relaxed);
+        let set = conn.pragma_update(None, "max_page_count", pages);
+        db.host_statement.store(false, Ordering::Relaxed);
+        if let Err(e) = set {
+            tracing::warn!(
+                cell = guest.cell(),
+                "storage.sqlite: cannot set the page limit: {e}"
+            );
+            return Err(Code::FAILED);
+        }
+        db.max_pages.store(pages, Ordering::Relaxed);
+    }
+    db.deadline.store(
+        now_ns().saturating_add(db.timeout.as_nanos() as u64),
+        Ordering::Relaxed,
+    );
     let result = match shape {
         Shape::Nothing => exec(&conn, sql, &params).map(|_| Ok(Vec::new())),
         Shape::Changes => exec(&conn, sql, &params).map(|changes| {
@@ -161,12 +382,63 @@ fn call(guest: &Guest<'_>, args: Args<'_>, db: &CellDb, shape: Shape) -> Result<
             query(&conn, sql, &params, limit, matches!(shape, Shape::Table))
         }
     };
+    db.deadline.store(u64::MAX, Ordering::Relaxed);
     match result {
         Ok(Ok(out)) => Ok(out),
         Ok(Err(code)) => Err(code),
-        Err(e) => {
-            tracing::warn!(cell = guest.cell(), "storage.sqlite: {e}");
-            Err(Code::FAILED)
+        Err(e) => Err(failure_code(guest.cell(), &conn, db, e)),
+    }
+}
+
+/// Maps a failed statement to the cell's code, with one log line saying why.
+fn failure_code(cell: &str, conn: &Connection, db: &CellDb, e: rusqlite::Error) -> Code {
+    let message = crate::logsafe::Escaped(&e.to_string()).to_string();
+    let code = e.sqlite_error_code();
+    match code {
+        Some(ErrorCode::OperationInterrupted) if stop::stopping() => {
+            tracing::warn!(cell, "storage.sqlite: interrupted by host shutdown");
+            Code::FAILED
+        }
+        Some(ErrorCode::OperationInterrupted) => {
+            tracing::warn!(
+                cell,
+                "storage.sqlite: statement interrupted: it ran past call_timeout_ms = {}",
+                db.timeout.as_millis()
+            );
+            Code::FAILED
+        }
+        Some(ErrorCode::AuthorizationForStatementDenied) => {
+            tracing::warn!(
+                cell,
+                "storage.sqlite: statement refused (ATTACH, DETACH, VACUUM INTO, extensions and pragmas that reach beyond the cell's database are not allowed): {message}"
+            );
+            Code::REFUSED
+        }
+        Some(ErrorCode::DiskFull) => {
+            tracing::warn!(
+                cell,
+                "storage.sqlite: storage quota reached (max_storage_bytes = {}): {message}",
+                db.quota.limit()
+            );
+            // What the refused statement left in the write-ahead log goes.
+            if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+                tracing::debug!(
+                    cell,
+                    "storage.sqlite: checkpoint after a full database: {e}"
+                );
+            }
+            Code::TOO_LARGE
+        }
+        Some(ErrorCode::TooBig) => {
+            tracing::warn!(
+                cell,
+                "storage.sqlite: value over max_message_bytes: {message}"
+            );
+            Code::TOO_LARGE
+        }
+        _ => {
+            tracing::warn!(cell, "storage.sqlite: {message}");
+            Code::FAILED
         }
     }
 }
@@ -234,11 +506,11 @@ fn query(
                 },
                 ValueRef::Blob(bytes) => encode::write_bin(&mut out, bytes).expect("vec write"),
             }
+            if out.len() as u64 > limit {
+                return Ok(Err(Code::TOO_LARGE));
+            }
         }
         count += 1;
-        if out.len() as u64 > limit {
-            return Ok(Err(Code::TOO_LARGE));
-        }
     }
     out[header_at + 1..header_at + 5].copy_from_slice(&count.to_be_bytes());
     Ok(Ok(out))
@@ -261,7 +533,7 @@ fn bind(stmt: &mut Statement<'_>, params: &[ValueRef<'_>]) -> rusqlite::Result<(
 /// Decodes the MessagePack array of SQL parameters (empty input = none), borrowing
 /// strings and bytes from the cell's memory. Booleans bind as 0/1; arrays, maps,
 /// extension types and integers over `i64::MAX` have no SQL value: `None`.
-fn decode_params(bytes: &[u8]) -> Option<Vec<ValueRef<'_>>> {
+pub(crate) fn decode_params(bytes: &[u8]) -> Option<Vec<ValueRef<'_>>> {
     if bytes.is_empty() {
         return Some(Vec::new());
     }

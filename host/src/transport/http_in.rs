@@ -195,7 +195,7 @@ struct RegisterRequest {
 /// Decodes `http_respond`'s `{id, status, headers, body, cookies?}` straight into
 /// the response the listener sends, on the cell's thread. Header names and
 /// values HTTP cannot carry are dropped; a status outside 100..=999 is 500.
-fn decode_reply(bytes: &[u8]) -> Option<(u64, Response)> {
+pub(crate) fn decode_reply(bytes: &[u8]) -> Option<(u64, Response)> {
     let mut reader = msgpack::Reader::new(bytes);
     let (mut id, mut status) = (None, None);
     let mut response = Response::new(Body::empty());
@@ -212,7 +212,8 @@ fn decode_reply(bytes: &[u8]) -> Option<(u64, Response)> {
                     if let (Ok(name), Ok(value)) =
                         (HeaderName::try_from(name), HeaderValue::try_from(value))
                     {
-                        response.headers_mut().insert(name, value);
+                        // A header map has a fixed ceiling; a reply past it does not decode.
+                        response.headers_mut().try_insert(name, value).ok()?;
                     }
                 }
             }
@@ -227,7 +228,10 @@ fn decode_reply(bytes: &[u8]) -> Option<(u64, Response)> {
             "cookies" => {
                 for _ in 0..reader.array_len()? {
                     if let Ok(value) = HeaderValue::try_from(text(&mut reader)?) {
-                        response.headers_mut().append(header::SET_COOKIE, value);
+                        response
+                            .headers_mut()
+                            .try_append(header::SET_COOKIE, value)
+                            .ok()?;
                     }
                 }
             }
@@ -409,6 +413,21 @@ fn encode_request(
     out
 }
 
+/// A request's claim on its cell's reply slots, given back when dropped.
+struct Owed<'a> {
+    routes: &'a Routes,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for Owed<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.routes.pending.lock().unwrap().remove(self.id);
+        }
+    }
+}
+
 pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
@@ -417,10 +436,12 @@ pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -
     let (target, params) = {
         let routes = shared.http.routes.read().unwrap();
         let mut best: Option<(&Route, Params<'_>, usize)> = None;
-        let mut path_known = false;
+        let mut allowed: Vec<&str> = Vec::new();
         for route in routes.iter() {
             if let Some((params, literals)) = match_path(&route.segments, &parts_of_path) {
-                path_known = true;
+                if !allowed.contains(&route.method.as_str()) {
+                    allowed.push(route.method.as_str());
+                }
                 if route.method == parts.method
                     && best.as_ref().is_none_or(|(_, _, l)| literals > *l)
                 {
@@ -430,8 +451,13 @@ pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -
         }
         match best {
             Some((route, params, _)) => (Arc::clone(&route.target), params),
-            None if path_known => {
-                return status(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            None if !allowed.is_empty() => {
+                allowed.sort_unstable();
+                let mut response = status(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+                if let Ok(value) = HeaderValue::try_from(allowed.join(", ")) {
+                    response.headers_mut().insert(header::ALLOW, value);
+                }
+                return response;
             }
             None => return status(StatusCode::NOT_FOUND, "no route\n"),
         }
@@ -445,10 +471,24 @@ pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -
     if declared.is_some_and(|len| len > limits.max_message_bytes) {
         return too_large();
     }
-    let body = match axum::body::to_bytes(body, limits.max_message_bytes as usize).await {
-        Ok(body) => body,
+    let read = axum::body::to_bytes(body, limits.max_message_bytes as usize);
+    let body = match tokio::time::timeout(shared.listener.body_timeout, read).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => return too_large(),
         Err(_) => {
-            return too_large();
+            tracing::warn!(
+                remote = %remote,
+                "request body not received within {} ms; closing the connection",
+                shared.listener.body_timeout.as_millis()
+            );
+            let mut response = status(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time\n",
+            );
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
         }
     };
     let query = super::parse_query(parts.uri.query());
@@ -485,8 +525,14 @@ pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -
             },
         );
     }
+    // Frees the reply slot however this request ends, the client going away
+    // (this future dropped) included.
+    let mut owed = Owed {
+        routes: &shared.http,
+        id,
+        armed: true,
+    };
     if let Err(e) = target.handle.deliver("http.request", &payload, id) {
-        shared.http.pending.lock().unwrap().remove(id);
         return match e {
             DeliverError::Full => status(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -501,17 +547,19 @@ pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -
     }
 
     match tokio::time::timeout(limits.call_timeout, rx).await {
-        Ok(Ok(Some(response))) => response,
+        // The slot went with the reply, or with the cell's failure.
+        Ok(Ok(Some(response))) => {
+            owed.armed = false;
+            response
+        }
         Ok(Ok(None)) | Ok(Err(_)) => {
+            owed.armed = false;
             status(StatusCode::BAD_GATEWAY, "the cell failed before replying\n")
         }
-        Err(_) => {
-            shared.http.pending.lock().unwrap().remove(id);
-            status(
-                StatusCode::GATEWAY_TIMEOUT,
-                "the cell did not reply within call_timeout_ms\n",
-            )
-        }
+        Err(_) => status(
+            StatusCode::GATEWAY_TIMEOUT,
+            "the cell did not reply within call_timeout_ms\n",
+        ),
     }
 }
 

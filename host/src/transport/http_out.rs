@@ -31,18 +31,46 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            // Forms that carry an IPv4 address a gateway or the kernel may
+            // dial: judged by that address.
+            if let Some(v4) = embedded_ipv4(v6) {
                 return is_internal(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let s = v6.segments();
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00 // unique local
-                || (first & 0xffc0) == 0xfe80 // link-local
-                || v6.segments()[..6] == [0, 0, 0, 0, 0, 0] // IPv4-compatible
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link-local
+                || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
+                || (s[0] == 0x2001 && s[1] == 0) // Teredo: the IPv4 inside is obfuscated
+                || (s[0] == 0x2001 && s[1] == 0xdb8) // documentation
+                || s[..6] == [0, 0, 0, 0, 0, 0] // IPv4-compatible
         }
     }
+}
+
+/// The IPv4 address inside an IPv6 one, for the forms that route to it:
+/// IPv4-mapped (`::ffff:a.b.c.d`), IPv4-translated (`::ffff:0:a.b.c.d`),
+/// NAT64 (`64:ff9b::/96` and the local-use `64:ff9b:1::/48`) and 6to4
+/// (`2002:AABB:CCDD::/16`).
+fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = v6.segments();
+    let o = v6.octets();
+    let last = std::net::Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    if s[..4] == [0, 0, 0, 0] && s[4] == 0xffff && s[5] == 0 {
+        return Some(last);
+    }
+    if s[0] == 0x64 && s[1] == 0xff9b && (s[2..6] == [0, 0, 0, 0] || s[2] == 1) {
+        return Some(last);
+    }
+    if s[0] == 0x2002 {
+        return Some(std::net::Ipv4Addr::new(o[2], o[3], o[4], o[5]));
+    }
+    None
 }
 
 /// Resolves names and drops internal addresses, so what is checked is what is dialled.
@@ -279,7 +307,7 @@ fn fetch(
     for (name, value) in &req.headers {
         request = request.header(name, value);
     }
-    shared.runtime.block_on(async move {
+    let fetched = async move {
         let mut response = request.send().await.map_err(|e| {
             tracing::warn!(cell, url = %url, "fetch failed: {e}");
             Code::FAILED
@@ -318,6 +346,16 @@ fn fetch(
             headers,
             body,
         })
+    };
+    // Bounded by the timeout above, and cut short by host shutdown.
+    shared.runtime.block_on(async {
+        tokio::select! {
+            result = fetched => result,
+            () = crate::runtime::stop::interrupted() => {
+                tracing::warn!(cell, "fetch interrupted by host shutdown");
+                Err(Code::FAILED)
+            }
+        }
     })
 }
 
@@ -343,10 +381,24 @@ mod tests {
             "fd00::1",
             "::ffff:127.0.0.1",
             "100.64.0.1",
+            "::ffff:0:7f00:1",
+            "::ffff:0:a9fe:a9fe",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a00:1",
+            "64:ff9b:1::c0a8:101",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
         ] {
             assert!(is_internal(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
+        for ip in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
             assert!(!is_internal(ip.parse().unwrap()), "{ip}");
         }
     }

@@ -2,16 +2,20 @@
 //! one listener. Each is a built-in `Capability` like any extension's; they share
 //! the state the listener reads.
 
-mod http_in;
+pub(crate) mod http_in;
 mod http_out;
 mod sse;
 mod ws;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
@@ -41,8 +45,34 @@ impl CellHandles {
     }
 }
 
+/// What the listener allows each connection (SPEC §4 leaves these to the host).
+#[derive(Clone, Debug)]
+pub struct ListenerLimits {
+    /// Connections open at once, all kinds together; past it new ones are closed.
+    pub max_connections: usize,
+    /// Time to receive a request's head, and the most a keep-alive connection
+    /// may sit idle waiting for its next request.
+    pub header_timeout: Duration,
+    /// Time to receive a request's body once its head is in.
+    pub body_timeout: Duration,
+    /// WebSocket connections, or SSE subscribers, on one path.
+    pub max_streams_per_path: usize,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        ListenerLimits {
+            max_connections: 10_000,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_streams_per_path: 1_000,
+        }
+    }
+}
+
 pub(crate) struct Shared {
     runtime: tokio::runtime::Handle,
+    listener: ListenerLimits,
     cells: RwLock<HashMap<String, Arc<CellLimits>>>,
     http: http_in::Routes,
     ws: ws::Connections,
@@ -77,11 +107,15 @@ pub struct Transport {
 pub const LISTENING: &[&str] = &[http_in::NAME, ws::NAME, sse::NAME];
 
 impl Transport {
-    pub fn new(runtime: tokio::runtime::Handle) -> Result<Transport, String> {
+    pub fn new(
+        runtime: tokio::runtime::Handle,
+        listener: ListenerLimits,
+    ) -> Result<Transport, String> {
         let fetch = http_out::Fetcher::new()?;
         Ok(Transport {
             shared: Arc::new(Shared {
                 runtime,
+                listener,
                 cells: RwLock::default(),
                 http: http_in::Routes::default(),
                 ws: ws::Connections::default(),
@@ -124,12 +158,14 @@ async fn dispatch(
 ) -> Response {
     let path = request.uri().path();
     if ws::is_upgrade(&request)
-        && let Some(cell) = shared.ws.route(path)
+        && let Some((cell, open)) = shared.ws.route(path)
     {
-        return ws::upgrade(shared, cell, request).await;
+        return ws::upgrade(shared, cell, open, request).await;
     }
     if request.method() == axum::http::Method::GET
-        && let Some(stream) = shared.sse.subscribe(path)
+        && let Some(stream) = shared
+            .sse
+            .subscribe(path, shared.listener.max_streams_per_path)
     {
         return stream;
     }
@@ -179,16 +215,169 @@ pub struct Tls {
     pub key: PathBuf,
 }
 
+/// Closes connections past `max` at once, each refusal logged (at most once a
+/// second, with how many were refused), so a flood of idle sockets can neither
+/// use up the process's file descriptors nor go unnoticed.
+#[derive(Clone)]
+pub struct Limited<A> {
+    inner: A,
+    open: Arc<tokio::sync::Semaphore>,
+    max: usize,
+    first_byte_timeout: Duration,
+    refused: Arc<AtomicU64>,
+    last_warning: Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+impl<A> Limited<A> {
+    fn new(inner: A, max: usize, first_byte_timeout: Duration) -> Self {
+        Limited {
+            inner,
+            open: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+            first_byte_timeout,
+            refused: Arc::default(),
+            last_warning: Arc::default(),
+        }
+    }
+
+    fn refuse(&self) {
+        let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last_warning.lock().unwrap();
+        if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            *last = Some(Instant::now());
+            tracing::warn!(
+                refused_so_far = refused,
+                "connection refused: {} connections are open (--http-max-connections)",
+                self.max
+            );
+        }
+    }
+}
+
+/// A connection holding its place under the cap until it closes. Until its
+/// first byte arrives it is on a timer too: the server reads that byte to tell
+/// HTTP/1 from HTTP/2 before any request timeout of hyper's applies.
+pub struct Counted<S> {
+    stream: S,
+    _place: tokio::sync::OwnedSemaphorePermit,
+    first_byte: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let filled = buf.filled().len();
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if self.first_byte.is_some() {
+            if matches!(read, Poll::Ready(_)) && buf.filled().len() > filled {
+                self.first_byte = None;
+            } else if let Some(timer) = self.first_byte.as_mut()
+                && read.is_pending()
+                && timer.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no request within the header timeout",
+                )));
+            }
+        }
+        read
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+impl<I, S, A> axum_server::accept::Accept<I, S> for Limited<A>
+where
+    A: axum_server::accept::Accept<I, S> + Clone + Send + 'static,
+    A::Future: Send,
+    I: Send + 'static,
+    S: Send + 'static,
+{
+    type Stream = Counted<A::Stream>;
+    type Service = A::Service;
+    type Future = Pin<
+        Box<
+            dyn std::future::Future<Output = std::io::Result<(Self::Stream, Self::Service)>> + Send,
+        >,
+    >;
+
+    fn accept(&self, stream: I, service: S) -> Self::Future {
+        let place = Arc::clone(&self.open).try_acquire_owned();
+        let Ok(place) = place else {
+            self.refuse();
+            // Dropping the stream closes the connection.
+            return Box::pin(async { Err(std::io::Error::other("connection limit reached")) });
+        };
+        let accepted = self.inner.accept(stream, service);
+        let first_byte = Box::pin(tokio::time::sleep(self.first_byte_timeout));
+        Box::pin(async move {
+            let (stream, service) = accepted.await?;
+            Ok((
+                Counted {
+                    stream,
+                    _place: place,
+                    first_byte: Some(first_byte),
+                },
+                service,
+            ))
+        })
+    }
+}
+
 /// Binds the shared listener and serves `router` until `stop` fires. Returns the
 /// bound address once listening.
 pub async fn serve(
     router: Router,
     port: u16,
     tls: Option<Tls>,
+    limits: &ListenerLimits,
     stop: axum_server::Handle<SocketAddr>,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let addr = SocketAddr::from(([0, 0, 0, 0], port));
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let limited = Limited::new(
+        axum_server::accept::DefaultAcceptor::new(),
+        limits.max_connections,
+        limits.header_timeout,
+    );
+    let configure = |builder: &mut hyper_util::server::conn::auto::Builder<_>| {
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(limits.header_timeout);
+    };
     let task = match tls {
         Some(tls) => {
             let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
@@ -200,7 +389,11 @@ pub async fn serve(
                         tls.key.display()
                     )
                 })?;
-            let server = axum_server::bind_rustls(addr, config).handle(stop);
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+                .handshake_timeout(limits.header_timeout)
+                .acceptor(limited);
+            let mut server = axum_server::bind(addr).acceptor(acceptor).handle(stop);
+            configure(server.http_builder());
             tokio::spawn(async move {
                 if let Err(e) = server.serve(service).await {
                     tracing::error!("listener failed: {e}");
@@ -208,7 +401,8 @@ pub async fn serve(
             })
         }
         None => {
-            let server = axum_server::bind(addr).handle(stop);
+            let mut server = axum_server::bind(addr).acceptor(limited).handle(stop);
+            configure(server.http_builder());
             tokio::spawn(async move {
                 if let Err(e) = server.serve(service).await {
                     tracing::error!("listener failed: {e}");
@@ -217,4 +411,36 @@ pub async fn serve(
         }
     };
     Ok(task)
+}
+
+/// Raises the soft limit on open files to the hard limit, so the connection
+/// cap, not the descriptor table, is what bounds the listener. Returns the
+/// soft limit now in force.
+#[cfg(unix)]
+pub fn raise_fd_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    Some(limit.rlim_cur)
+}
+
+#[cfg(not(unix))]
+pub fn raise_fd_limit() -> Option<u64> {
+    None
 }

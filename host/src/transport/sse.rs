@@ -53,11 +53,26 @@ pub struct Streams {
 }
 
 impl Streams {
-    /// An event stream for `path`, if some cell registered it.
-    pub fn subscribe(&self, path: &str) -> Option<Response> {
+    /// An event stream for `path`, if some cell registered it; 503 when it
+    /// already has `max` subscribers.
+    pub fn subscribe(&self, path: &str, max: usize) -> Option<Response> {
         let (receiver, subscriber) = {
             let paths = self.paths.read().unwrap();
             let stream = paths.get(path)?;
+            if stream.sender.receiver_count() >= max {
+                tracing::warn!(
+                    cell = stream.cell,
+                    path,
+                    "SSE subscriber refused: {max} are subscribed to this path (--max-streams-per-path)"
+                );
+                return Some(
+                    (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "too many subscribers on this path\n",
+                    )
+                        .into_response(),
+                );
+            }
             let subscriber = Subscriber {
                 cell: stream.cell.clone(),
                 path: path.to_owned(),

@@ -2,7 +2,7 @@
 //! events, out through a bounded per-connection queue.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -22,6 +22,8 @@ pub const NAME: &str = "transport.ws.inbound";
 
 /// Frames waiting to go out to one client; a client this far behind is closed.
 const SEND_QUEUE: usize = 256;
+/// How long a closing connection may take to send its last frames.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// Close code for a client too slow to keep up (1008: policy violation).
 const CLOSE_SLOW: u16 = 1008;
 /// Close code when the cell behind the connection failed (1011: internal error).
@@ -32,17 +34,35 @@ struct Conn {
     out: mpsc::Sender<Message>,
 }
 
+/// A registered path: its cell and how many connections it has open.
+struct Path {
+    cell: String,
+    open: Arc<AtomicUsize>,
+}
+
+/// One connection's place among its path's, given back when it closes.
+pub struct Place(Arc<AtomicUsize>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 #[derive(Default)]
 pub struct Connections {
-    routes: RwLock<HashMap<String, String>>,
+    routes: RwLock<HashMap<String, Path>>,
     conns: Mutex<HashMap<u64, Conn>>,
     next_id: AtomicU64,
     cells: CellHandles,
 }
 
 impl Connections {
-    pub fn route(&self, path: &str) -> Option<String> {
-        self.routes.read().unwrap().get(path).cloned()
+    /// The cell serving `path` and the count of its open connections.
+    pub fn route(&self, path: &str) -> Option<(String, Arc<AtomicUsize>)> {
+        let routes = self.routes.read().unwrap();
+        let path = routes.get(path)?;
+        Some((path.cell.clone(), Arc::clone(&path.open)))
     }
 
     fn close_cell(&self, cell: &str, code: u16, reason: &str) {
@@ -73,7 +93,27 @@ pub fn is_upgrade(request: &Request) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-pub async fn upgrade(shared: Arc<Shared>, cell: String, request: Request) -> Response {
+pub async fn upgrade(
+    shared: Arc<Shared>,
+    cell: String,
+    open: Arc<AtomicUsize>,
+    request: Request,
+) -> Response {
+    let max = shared.listener.max_streams_per_path;
+    if open.fetch_add(1, Ordering::SeqCst) >= max {
+        open.fetch_sub(1, Ordering::SeqCst);
+        tracing::warn!(
+            cell,
+            path = request.uri().path(),
+            "WebSocket connection refused: {max} are open on this path (--max-streams-per-path)"
+        );
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections on this path\n",
+        )
+            .into_response();
+    }
+    let place = Place(open);
     let Some(limits) = shared.limits(&cell) else {
         return (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -102,7 +142,10 @@ pub async fn upgrade(shared: Arc<Shared>, cell: String, request: Request) -> Res
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| run(shared, cell, socket, path, query, headers))
+        .on_upgrade(move |socket| async move {
+            run(shared, cell, socket, path, query, headers).await;
+            drop(place);
+        })
 }
 
 /// Close code when the cell cannot take more events (1013: try again later).
@@ -167,7 +210,7 @@ async fn run(
         let _ = sink.send(close_message(CLOSE_CELL_BUSY, "cell busy")).await;
         return;
     }
-    let writer = tokio::spawn(async move {
+    let mut writer = tokio::spawn(async move {
         while let Some(message) = out_rx.recv().await {
             let closing = matches!(message, Message::Close(_));
             if sink.send(message).await.is_err() || closing {
@@ -215,7 +258,11 @@ async fn run(
 
     // Gone from the table first, so sends after this are refused, not queued.
     let was_open = ws.conns.lock().unwrap().remove(&conn_id).is_some();
-    writer.abort();
+    // The writer ends once it has sent what is queued (a close frame among
+    // it); a client that does not read gets a moment, then is dropped.
+    if tokio::time::timeout(CLOSE_WAIT, &mut writer).await.is_err() {
+        writer.abort();
+    }
     if was_open || code != 1006 {
         let mut close = Vec::new();
         encode::write_map_len(&mut close, 3).expect("vec write");
@@ -268,15 +315,23 @@ impl Capability for WsInbound {
             let path = super::path_arg(guest, args)?;
             let mut routes = shared.ws.routes.write().unwrap();
             match routes.get(path) {
-                Some(owner) if owner != guest.cell() => {
+                Some(owner) if owner.cell != guest.cell() => {
                     tracing::error!(
                         cell = guest.cell(),
-                        "WebSocket path {path} is already registered by cell {owner}"
+                        "WebSocket path {path} is already registered by cell {}",
+                        owner.cell
                     );
                     Err(Code::REFUSED)
                 }
-                _ => {
-                    routes.insert(path.to_owned(), guest.cell().to_owned());
+                Some(_) => Ok(()),
+                None => {
+                    routes.insert(
+                        path.to_owned(),
+                        Path {
+                            cell: guest.cell().to_owned(),
+                            open: Arc::default(),
+                        },
+                    );
                     Ok(())
                 }
             }
@@ -344,7 +399,7 @@ impl Capability for WsInbound {
             .routes
             .write()
             .unwrap()
-            .retain(|_, owner| owner != cell);
+            .retain(|_, owner| owner.cell != cell);
         self.0.ws.close_cell(cell, 1001, "cell stopped");
     }
 }

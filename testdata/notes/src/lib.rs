@@ -8,7 +8,8 @@
 //! - `PUT|GET /notes/:id/files/:name`, `GET /notes/:id/files` → attachments
 //!
 //! And for the tests: `POST /notes/crash` begins a transaction, inserts and
-//! traps before committing; `POST /sql` runs its body with `exec_result`;
+//! traps before committing; `POST /sql` runs its body with `exec_result`,
+//! `POST /query` with `query` (answering `rows=<count>`);
 //! `GET /types` round-trips every SQL type; `GET|PUT|DELETE /raw?path=` and
 //! `GET /raw-list?prefix=` reach storage.fs with any path. Import failures
 //! answer with the code in the body (`code N`).
@@ -20,7 +21,7 @@ use pulp_guest::http::{self, Request, Response};
 use pulp_guest::sqlite::{self, Value};
 use pulp_guest::{export_cell, fs, log, Cell, Code, Config, Step};
 
-const ROUTES: [(&str, &str); 15] = [
+const ROUTES: [(&str, &str); 16] = [
     ("POST", "/notes"),
     ("POST", "/notes/batch"),
     ("POST", "/notes/crash"),
@@ -31,6 +32,7 @@ const ROUTES: [(&str, &str); 15] = [
     ("PUT", "/notes/:id/files/:name"),
     ("GET", "/notes/:id/files/:name"),
     ("POST", "/sql"),
+    ("POST", "/query"),
     ("GET", "/types"),
     ("GET", "/raw"),
     ("PUT", "/raw"),
@@ -178,6 +180,11 @@ fn answer(request: &Request, path: &str) -> Answer {
                 "rows_affected={} last_insert_id={}",
                 changes.rows_affected, changes.last_insert_id
             )))
+        }
+        ("POST", ["query"]) => {
+            let sql = String::from_utf8_lossy(&request.body);
+            let rows = sqlite::query(&sql, &[])?;
+            Ok(ok.body(format!("rows={}", rows.len())))
         }
         ("GET", ["types"]) => round_trip_types(request.id),
         ("GET", ["raw"]) => Ok(ok.body(fs::read(query("path"))?.to_vec())),

@@ -247,6 +247,11 @@ fn outbound_fetch_follows_the_egress_policy() {
         "http://169.254.169.254/latest/meta-data/".to_owned(),
         "http://10.0.0.1/".to_owned(),
         "http://[::1]/".to_owned(),
+        // IPv6 forms that carry an internal IPv4 address.
+        format!("http://[::ffff:0:7f00:1]:{upstream_port}/x"),
+        format!("http://[64:ff9b::7f00:1]:{upstream_port}/x"),
+        format!("http://[2002:7f00:1::1]:{upstream_port}/x"),
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/".to_owned(),
     ] {
         let r = http
             .get(format!("http://127.0.0.1:{port}/proxy"))

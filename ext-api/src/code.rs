@@ -1,4 +1,4 @@
-//! Host import result codes (SPEC §2) and raw argument access.
+//! Host import result codes (docs/cell-abi.md) and raw argument access.
 
 use std::fmt;
 

@@ -211,7 +211,7 @@ impl<'a> Guest<'a> {
         Ok(out)
     }
 
-    /// Returns `data` to the cell the way SPEC §2 asks of imports that return data:
+    /// Returns `data` to the cell the way docs/cell-abi.md asks of imports that return data:
     /// allocates it with `pulp_alloc`, copies it in, and stores its pointer and length
     /// as little-endian u32 at the out-pointers found at `args[index]`, `args[index + 1]`.
     pub fn return_bytes(&mut self, args: Args<'_>, index: usize, data: &[u8]) -> Result<(), Code> {

@@ -2,7 +2,7 @@
 //! cell confined to the keys under `<cell>/`, which it never sees.
 //!
 //! Every import takes one MessagePack request; those that return data take two
-//! out-pointers (SPEC §5):
+//! out-pointers (docs/extensions.md):
 //!
 //! | import | request | result |
 //! |---|---|---|

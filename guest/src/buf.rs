@@ -26,7 +26,7 @@ impl HostBuf {
     /// ```no_run
     /// # use pulp_guest::{raw, HostBuf};
     /// # let (req_ptr, req_len) = (0, 0);
-    /// // SAFETY: http_fetch keeps the out-pointer contract of SPEC §2.
+    /// // SAFETY: http_fetch keeps the out-pointer contract of docs/cell-abi.md.
     /// let response = unsafe {
     ///     HostBuf::receive(|ptr_out, len_out| raw::http_fetch(req_ptr, req_len, ptr_out, len_out))
     /// };
@@ -36,7 +36,7 @@ impl HostBuf {
     /// When `import` returns 0 it must have stored, as little-endian u32,
     /// a pointer that this cell's `pulp_alloc(len)` returned and that `len`,
     /// and handed that buffer over: nothing else may use or free it. This
-    /// is what SPEC §2 promises for host imports that return data.
+    /// is what docs/cell-abi.md promises for host imports that return data.
     pub unsafe fn receive(import: impl FnOnce(i32, i32) -> i32) -> Result<HostBuf, Code> {
         let mut slots = [0u32; 2];
         let [ptr_out, len_out] = slots

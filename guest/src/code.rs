@@ -1,6 +1,6 @@
 use std::fmt;
 
-/// The `i32` status a host import returns (SPEC §2).
+/// The `i32` status a host import returns (docs/cell-abi.md).
 ///
 /// A struct rather than an enum so that codes defined by one capability (an
 /// extension may add its own, e.g. 10 or 11) pass through unchanged.

@@ -10,7 +10,7 @@ use crate::{raw, Code, HostBuf};
 pub fn read(path: &str) -> Result<HostBuf, Code> {
     let (path_ptr, path_len) = raw::ptr_len(path.as_bytes());
     // SAFETY: `path` outlives the call, and fs_read keeps the out-pointer
-    // contract of SPEC §2.
+    // contract of docs/cell-abi.md.
     unsafe {
         HostBuf::receive(|ptr_out, len_out| raw::fs_read(path_ptr, path_len, ptr_out, len_out))
     }
@@ -35,7 +35,7 @@ pub fn delete(path: &str) -> Result<(), Code> {
 pub fn list(prefix: &str) -> Result<Vec<String>, Code> {
     let (prefix_ptr, prefix_len) = raw::ptr_len(prefix.as_bytes());
     // SAFETY: `prefix` outlives the call, and fs_list keeps the out-pointer
-    // contract of SPEC §2.
+    // contract of docs/cell-abi.md.
     let listing = unsafe {
         HostBuf::receive(|ptr_out, len_out| raw::fs_list(prefix_ptr, prefix_len, ptr_out, len_out))
     }?;

@@ -384,7 +384,7 @@ pub fn fetch(request: &FetchRequest) -> Result<FetchResponse, Code> {
     let encoded = raw::encode(request);
     let (req_ptr, req_len) = raw::ptr_len(&encoded);
     // SAFETY: `encoded` outlives the call, and http_fetch keeps the
-    // out-pointer contract of SPEC §2.
+    // out-pointer contract of docs/cell-abi.md.
     let response = unsafe {
         HostBuf::receive(|ptr_out, len_out| raw::http_fetch(req_ptr, req_len, ptr_out, len_out))
     }?;
@@ -524,7 +524,7 @@ mod tests {
         ]);
         assert_eq!(decoded, expected);
 
-        // No cookies: the field is left out, as SPEC §4 allows.
+        // No cookies: the field is left out, as docs/capabilities.md allows.
         let plain = Response::new(1, 204).encode();
         let decoded = rmpv::decode::read_value(&mut &plain[..]).unwrap();
         let keys: Vec<_> = decoded

@@ -120,7 +120,7 @@ macro_rules! export_cell {
             }
 
             // The exports below are called only by the host, which keeps
-            // the buffer contracts of SPEC §2.
+            // the buffer contracts of docs/cell-abi.md.
 
             #[no_mangle]
             pub extern "C" fn pulp_free(ptr: i32, size: i32) {

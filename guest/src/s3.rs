@@ -29,7 +29,7 @@ fn fetch<T: Serialize>(
     let encoded = raw::encode(request);
     let (req_ptr, req_len) = raw::ptr_len(&encoded);
     // SAFETY: `encoded` outlives the call, and the storage.s3 imports keep the
-    // out-pointer contract of SPEC §2.
+    // out-pointer contract of docs/cell-abi.md.
     unsafe { HostBuf::receive(|ptr_out, len_out| import(req_ptr, req_len, ptr_out, len_out)) }
 }
 

@@ -208,7 +208,7 @@ fn call_returning(import: ReturningImport, sql: &str, params: &[Value]) -> Resul
     let (sql_ptr, sql_len) = raw::ptr_len(sql.as_bytes());
     let (params_ptr, params_len) = raw::ptr_len(&params);
     // SAFETY: `sql` and `params` outlive the call, and the storage.sqlite
-    // imports keep the out-pointer contract of SPEC §2.
+    // imports keep the out-pointer contract of docs/cell-abi.md.
     unsafe {
         HostBuf::receive(|ptr_out, len_out| {
             import(sql_ptr, sql_len, params_ptr, params_len, ptr_out, len_out)

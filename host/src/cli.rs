@@ -1,4 +1,4 @@
-//! The command line (SPEC §6).
+//! The command line (docs/cli.md).
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! Extension loading: the extensions file (SPEC §5) and the libraries it lists.
+//! Extension loading: the extensions file (docs/extensions.md) and the libraries it lists.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

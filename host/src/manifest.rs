@@ -1,4 +1,4 @@
-//! Cell manifests (SPEC §3): parsing and validation.
+//! Cell manifests (docs/manifest.md): parsing and validation.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,4 +1,4 @@
-//! The MessagePack the host produces and checks (SPEC §2 conventions).
+//! The MessagePack the host produces and checks (docs/cell-abi.md conventions).
 
 use rmp::encode;
 

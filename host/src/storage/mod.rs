@@ -1,4 +1,4 @@
-//! The storage capabilities (SPEC §4): a sandboxed directory and a SQLite
+//! The storage capabilities (docs/capabilities.md): a sandboxed directory and a SQLite
 //! database for each cell, both under the cell's storage directory. Each is a
 //! built-in `Capability` like any extension's.
 

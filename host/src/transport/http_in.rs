@@ -354,7 +354,7 @@ fn too_large() -> Response {
     response
 }
 
-/// The `http.request` payload (SPEC §4), encoded directly.
+/// The `http.request` payload (docs/capabilities.md), encoded directly.
 #[allow(clippy::too_many_arguments)]
 fn encode_request(
     id: u64,
@@ -504,7 +504,7 @@ pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -
         &body,
         &remote,
     );
-    // The whole event, headers and all, is bounded too (SPEC §3).
+    // The whole event, headers and all, is bounded too (docs/manifest.md).
     if payload.len() as u64 > limits.max_message_bytes {
         return too_large();
     }

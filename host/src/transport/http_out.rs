@@ -1,4 +1,4 @@
-//! `transport.http.outbound`: `http_fetch` with the egress policy of SPEC §4.
+//! `transport.http.outbound`: `http_fetch` with the egress policy of docs/capabilities.md.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

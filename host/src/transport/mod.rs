@@ -1,4 +1,4 @@
-//! The transport capabilities (SPEC §4): HTTP in and out, WebSocket and SSE, all on
+//! The transport capabilities (docs/capabilities.md): HTTP in and out, WebSocket and SSE, all on
 //! one listener. Each is a built-in `Capability` like any extension's; they share
 //! the state the listener reads.
 
@@ -45,7 +45,7 @@ impl CellHandles {
     }
 }
 
-/// What the listener allows each connection (SPEC §4 leaves these to the host).
+/// What the listener allows each connection (docs/capabilities.md leaves these to the host).
 #[derive(Clone, Debug)]
 pub struct ListenerLimits {
     /// Connections open at once, all kinds together; past it new ones are closed.

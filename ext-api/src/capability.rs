@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use crate::code::{Args, Code, ImportResult};
 use crate::guest::{Guest, GuestFfi, GuestMemory};
 use crate::host::HostHandle;
+use crate::state::{CellState, CellStateFfi, CellStateHandle};
 
 /// A wasm value type, for the parameters of a host import.
 #[repr(u8)]
@@ -42,16 +43,17 @@ pub trait Capability: Send + Sync + 'static {
     fn stub_imports(&self) -> Vec<HostImport> {
         Vec::new()
     }
-    /// A cell that declares the capability is about to load.
-    fn setup(&self, _env: &SetupEnv) -> Result<(), String> {
-        Ok(())
+    /// A cell that declares the capability is about to load. What it returns is
+    /// the capability's state for that cell: see [`CellState`].
+    fn setup(&self, _env: &SetupEnv) -> Result<CellState, String> {
+        Ok(CellState::none())
     }
-    /// One cell stopped while others keep running.
-    fn teardown_cell(&self, _cell: &str) {}
-    /// An instance of the cell trapped, timed out or exited; it may be restarted.
-    /// Work the capability holds for that instance (a pending reply, an open
-    /// connection) will not be answered by it.
-    fn cell_failed(&self, _cell: &str) {}
+    /// One cell stopped while others keep running; its state is dropped next.
+    fn teardown_cell(&self, _cell: &str, _state: &CellState) {}
+    /// An instance of the cell trapped, timed out or exited; it may be restarted,
+    /// and keeps its state. Work the capability holds for that instance (a pending
+    /// reply, an open connection) will not be answered by it.
+    fn cell_failed(&self, _cell: &str, _state: &CellState) {}
     /// The host is shutting down.
     fn teardown(&self) {}
     /// The next pending event, if any. Called after [`HostHandle::wake`], until `None`.
@@ -261,6 +263,25 @@ pub struct CapabilityVTable {
     poll: unsafe extern "C" fn(this: *const c_void) -> RResult<ROption<StepEventFfi>, RString>,
     #[sabi(last_prefix_field)]
     finalize: unsafe extern "C" fn(this: *const c_void, id: u64) -> RResult<(), RString>,
+    // Interface 1.1: per-cell state. A 1.1 host calls these instead of `setup`,
+    // `teardown_cell` and `cell_failed` whenever the library has them.
+    #[sabi(missing_field(option))]
+    setup_state: unsafe extern "C" fn(
+        this: *const c_void,
+        env: SetupEnvFfiRef,
+    ) -> RResult<CellStateFfi, RString>,
+    #[sabi(missing_field(option))]
+    teardown_cell_state: unsafe extern "C" fn(
+        this: *const c_void,
+        cell: RStr<'_>,
+        state: *const c_void,
+    ) -> RResult<(), RString>,
+    #[sabi(missing_field(option))]
+    cell_failed_state: unsafe extern "C" fn(
+        this: *const c_void,
+        cell: RStr<'_>,
+        state: *const c_void,
+    ) -> RResult<(), RString>,
 }
 
 /// A capability as it crosses the boundary: an erased `Box<dyn Capability>` and the
@@ -285,13 +306,28 @@ impl Drop for CapabilityFfi {
 const CAPABILITY_VTABLE: &WithMetadata<CapabilityVTable> = &WithMetadata::new(CapabilityVTable {
     drop: cap_drop,
     describe: cap_describe,
-    setup: cap_setup,
-    teardown_cell: cap_teardown_cell,
-    cell_failed: cap_cell_failed,
+    setup: cap_setup_1_0,
+    teardown_cell: cap_cell_1_0,
+    cell_failed: cap_cell_1_0,
     teardown: cap_teardown,
     poll: cap_poll,
     finalize: cap_finalize,
+    setup_state: cap_setup,
+    teardown_cell_state: cap_teardown_cell,
+    cell_failed_state: cap_cell_failed,
 });
+
+// The interface 1.0 entry points: only a 1.0 host would call them, and a 1.0
+// host refuses a 1.1 library before it gets that far.
+const NEEDS_1_1: &str = "this library needs a host with ext-api interface 1.1";
+
+unsafe extern "C" fn cap_setup_1_0(_: *const c_void, _: SetupEnvFfiRef) -> RResult<(), RString> {
+    RResult::RErr(NEEDS_1_1.into())
+}
+
+unsafe extern "C" fn cap_cell_1_0(_: *const c_void, _: RStr<'_>) -> RResult<(), RString> {
+    RResult::RErr(NEEDS_1_1.into())
+}
 
 fn panic_message(panic: &Box<dyn Any + Send>) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
@@ -336,7 +372,10 @@ unsafe extern "C" fn cap_describe(ptr: *const c_void) -> RResult<CapabilityInfoF
     })
 }
 
-unsafe extern "C" fn cap_setup(ptr: *const c_void, env: SetupEnvFfiRef) -> RResult<(), RString> {
+unsafe extern "C" fn cap_setup(
+    ptr: *const c_void,
+    env: SetupEnvFfiRef,
+) -> RResult<CellStateFfi, RString> {
     let cap = unsafe { this(ptr) };
     guarded("setup", || {
         // Copied out: the host's borrowed strings only live for this call.
@@ -355,22 +394,34 @@ unsafe extern "C" fn cap_setup(ptr: *const c_void, env: SetupEnvFfiRef) -> RResu
                 .collect(),
             host: env.host(),
         };
-        cap.setup(&env)
+        cap.setup(&env).map(CellState::into_ffi)
     })
 }
 
-unsafe extern "C" fn cap_teardown_cell(ptr: *const c_void, cell: RStr<'_>) -> RResult<(), RString> {
+unsafe extern "C" fn cap_teardown_cell(
+    ptr: *const c_void,
+    cell: RStr<'_>,
+    state: *const c_void,
+) -> RResult<(), RString> {
     let cap = unsafe { this(ptr) };
+    // SAFETY: the host lends back what `cap_setup` returned for this cell.
+    let state = unsafe { CellState::from_ptr(state) };
     guarded("teardown_cell", || {
-        cap.teardown_cell(cell.as_str());
+        cap.teardown_cell(cell.as_str(), state);
         Ok(())
     })
 }
 
-unsafe extern "C" fn cap_cell_failed(ptr: *const c_void, cell: RStr<'_>) -> RResult<(), RString> {
+unsafe extern "C" fn cap_cell_failed(
+    ptr: *const c_void,
+    cell: RStr<'_>,
+    state: *const c_void,
+) -> RResult<(), RString> {
     let cap = unsafe { this(ptr) };
+    // SAFETY: as in `cap_teardown_cell`.
+    let state = unsafe { CellState::from_ptr(state) };
     guarded("cell_failed", || {
-        cap.cell_failed(cell.as_str());
+        cap.cell_failed(cell.as_str(), state);
         Ok(())
     })
 }
@@ -466,7 +517,8 @@ impl CapabilityHandle {
         &self.stub_imports
     }
 
-    pub fn setup(&self, env: &SetupEnv) -> Result<(), String> {
+    /// Runs `setup` for one cell; the state it returns goes with the cell.
+    pub fn setup(&self, env: &SetupEnv) -> Result<CellStateHandle, String> {
         let storage_dir = env.storage_dir.to_string_lossy();
         let hosts: Vec<RString> = env
             .allowed_outbound_hosts
@@ -490,20 +542,42 @@ impl CapabilityHandle {
         };
         let with_metadata = WithMetadata::new(fields);
         let env_ref = SetupEnvFfiRef(unsafe { with_metadata.as_prefix() });
-        unsafe { (self.ffi.vtable.setup())(self.ffi.this, env_ref) }.into_result()?;
-        Ok(())
+        let vtable = self.ffi.vtable;
+        let state = match vtable.setup_state() {
+            Some(setup) => {
+                CellStateHandle::from_ffi(unsafe { setup(self.ffi.this, env_ref) }.into_result()?)
+            }
+            // Interface 1.0: the library keeps its own per-cell state.
+            None => {
+                unsafe { (vtable.setup())(self.ffi.this, env_ref) }.into_result()?;
+                CellStateHandle::none()
+            }
+        };
+        Ok(state)
     }
 
-    pub fn teardown_cell(&self, cell: &str) -> Result<(), String> {
-        unsafe { (self.ffi.vtable.teardown_cell())(self.ffi.this, RStr::from_str(cell)) }
-            .into_result()
-            .map_err(RString::into_string)
+    pub fn teardown_cell(&self, cell: &str, state: &CellStateHandle) -> Result<(), String> {
+        let (this, cell) = (self.ffi.this, RStr::from_str(cell));
+        unsafe {
+            match self.ffi.vtable.teardown_cell_state() {
+                Some(teardown) => teardown(this, cell, state.as_ptr()),
+                None => (self.ffi.vtable.teardown_cell())(this, cell),
+            }
+        }
+        .into_result()
+        .map_err(RString::into_string)
     }
 
-    pub fn cell_failed(&self, cell: &str) -> Result<(), String> {
-        unsafe { (self.ffi.vtable.cell_failed())(self.ffi.this, RStr::from_str(cell)) }
-            .into_result()
-            .map_err(RString::into_string)
+    pub fn cell_failed(&self, cell: &str, state: &CellStateHandle) -> Result<(), String> {
+        let (this, cell) = (self.ffi.this, RStr::from_str(cell));
+        unsafe {
+            match self.ffi.vtable.cell_failed_state() {
+                Some(failed) => failed(this, cell, state.as_ptr()),
+                None => (self.ffi.vtable.cell_failed())(this, cell),
+            }
+        }
+        .into_result()
+        .map_err(RString::into_string)
     }
 
     pub fn teardown(&self) -> Result<(), String> {

@@ -1,5 +1,6 @@
 //! Access to the calling cell's linear memory from inside a host import.
 
+use std::any::Any;
 use std::ffi::c_void;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -9,6 +10,7 @@ use abi_stable::std_types::{RSlice, RStr};
 use abi_stable::StableAbi;
 
 use crate::code::{Args, Code};
+use crate::state::{CellState, CellStateHandle};
 
 /// What the host offers a host import about the cell that called it.
 ///
@@ -23,7 +25,13 @@ pub trait GuestMemory {
     fn write(&mut self, ptr: u32, data: &[u8]) -> Result<(), Code>;
     /// Runs the cell's `pulp_alloc`; may grow linear memory.
     fn alloc(&mut self, size: u32) -> Result<u32, Code>;
+    /// The calling capability's state for this cell (interface 1.1).
+    fn cell_state(&self) -> &CellStateHandle {
+        &NO_HANDLE
+    }
 }
+
+static NO_HANDLE: CellStateHandle = CellStateHandle::none();
 
 #[repr(C)]
 #[derive(StableAbi)]
@@ -42,6 +50,9 @@ pub struct GuestVTable {
     write: unsafe extern "C" fn(ctx: *mut c_void, ptr: u32, data: RSlice<'_, u8>) -> i32,
     #[sabi(last_prefix_field)]
     alloc: unsafe extern "C" fn(ctx: *mut c_void, size: u32, out: *mut u32) -> i32,
+    /// Interface 1.1.
+    #[sabi(missing_field(option))]
+    cell_state: unsafe extern "C" fn(ctx: *mut c_void) -> *const c_void,
 }
 
 /// The calling cell, as it crosses the boundary: a pointer to the host's
@@ -64,6 +75,7 @@ impl<G: GuestMemory> VTableFor<G> {
         read: read::<G>,
         write: write::<G>,
         alloc: alloc::<G>,
+        cell_state: cell_state::<G>,
     });
     const REF: GuestVTableRef = GuestVTableRef(Self::WITH_METADATA.static_as_prefix());
 }
@@ -131,6 +143,10 @@ unsafe extern "C" fn alloc<G: GuestMemory>(ctx: *mut c_void, size: u32, out: *mu
     }
 }
 
+unsafe extern "C" fn cell_state<G: GuestMemory>(ctx: *mut c_void) -> *const c_void {
+    unsafe { &*(ctx as *const G) }.cell_state().as_ptr()
+}
+
 impl<'a> GuestFfi<'a> {
     /// Lends `guest` to one import call.
     pub fn new<G: GuestMemory>(guest: &'a mut G) -> Self {
@@ -167,6 +183,20 @@ impl<'a> Guest<'a> {
     /// The cell's `max_message_bytes`: the bound for any one argument or result.
     pub fn max_message_bytes(&self) -> u64 {
         unsafe { (self.ffi.vtable.max_message_bytes())(self.ffi.ctx) }
+    }
+
+    /// The calling capability's state for this cell, as its `setup` made it;
+    /// [`Code::FAILED`] when that state is not a `T`. It lives as long as the
+    /// cell, so it may be held across [`Guest::alloc`].
+    pub fn state<T: Any>(&self) -> Result<&'a T, Code> {
+        let ptr = match self.ffi.vtable.cell_state() {
+            Some(cell_state) => unsafe { cell_state(self.ffi.ctx) },
+            None => std::ptr::null(),
+        };
+        // SAFETY: the host lends back the pointer this library's `setup` made,
+        // and keeps it alive for longer than the call ('a).
+        let state: &'a CellState = unsafe { CellState::from_ptr(ptr) };
+        state.get::<T>().ok_or(Code::FAILED)
     }
 
     pub fn read(&self, ptr: u32, len: u32) -> Result<&[u8], Code> {

@@ -11,9 +11,14 @@
 //! ```no_run
 //! // Cargo.toml: crate-type = ["cdylib"], edition = "2021",
 //! // dependencies: pulp-ext-api, tracing.
-//! use pulp_ext_api::{Capability, Code, HostImport, ValType};
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//!
+//! use pulp_ext_api::{Capability, CellState, Code, HostImport, SetupEnv, ValType};
 //!
 //! struct Shout;
+//!
+//! /// What the capability keeps for each cell: the host holds it with the cell.
+//! struct Shouts(AtomicU64);
 //!
 //! impl Capability for Shout {
 //!     fn name(&self) -> &str {
@@ -24,6 +29,10 @@
 //!         "pulp-ext-example"
 //!     }
 //!
+//!     fn setup(&self, _env: &SetupEnv) -> Result<CellState, String> {
+//!         Ok(CellState::new(Shouts(AtomicU64::new(0))))
+//!     }
+//!
 //!     fn imports(&self) -> Vec<HostImport> {
 //!         // shout(msg_ptr: i32, msg_len: i32) -> i32
 //!         vec![HostImport::new("shout", &[ValType::I32, ValType::I32], |guest, args| {
@@ -31,8 +40,9 @@
 //!             if msg.is_empty() {
 //!                 return Err(Code::EMPTY);
 //!             }
+//!             let count = guest.state::<Shouts>()?.0.fetch_add(1, Ordering::Relaxed) + 1;
 //!             // Lands in the host's log, tagged with this extension and the cell.
-//!             tracing::info!(cell = guest.cell(), "{}!", msg.to_uppercase());
+//!             tracing::info!(cell = guest.cell(), "{}! ({count})", msg.to_uppercase());
 //!             Ok(())
 //!         })]
 //!     }
@@ -57,6 +67,10 @@
 //! - The interface has its own version, [`INTERFACE_VERSION`], separate from crate
 //!   versions; the host refuses a library built for another major version, or for a
 //!   newer minor one.
+//! - Per-cell state belongs to the host (interface 1.1): [`Capability::setup`] returns
+//!   it as a [`CellState`], imports reach it with [`Guest::state`], and
+//!   `cell_failed`/`teardown_cell` are handed it; a library built for 1.0 keeps its
+//!   own, and loads all the same.
 //! - An extension that needs async owns its runtime; no runtime handle crosses.
 
 mod capability;
@@ -64,11 +78,15 @@ mod code;
 mod guest;
 mod host;
 mod logging;
+mod state;
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
+use abi_stable::abi_stability::abi_checking::{
+    check_layout_compatibility_with_globals, CheckingGlobals,
+};
 use abi_stable::library::{lib_header_from_path, LibraryError, RootModule};
 use abi_stable::sabi_types::VersionStrings;
 use abi_stable::std_types::{RResult, RString, RVec};
@@ -81,6 +99,7 @@ pub use capability::{
 pub use code::{Args, Code, ImportResult};
 pub use guest::{Guest, GuestMemory};
 pub use host::{DeliverError, HostHandle, HostServices, Level};
+pub use state::{CellState, CellStateHandle};
 
 /// The version of this interface (not of any crate): `major.minor`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,10 +115,10 @@ impl fmt::Display for InterfaceVersion {
 }
 
 /// The interface this build of ext-api provides.
-pub const INTERFACE_VERSION: InterfaceVersion = InterfaceVersion { major: 1, minor: 0 };
+pub const INTERFACE_VERSION: InterfaceVersion = InterfaceVersion { major: 1, minor: 1 };
 
 /// [`INTERFACE_VERSION`] as the `major.minor.patch` string stored in every library.
-const INTERFACE_VERSION_STRING: &str = "1.0.0";
+const INTERFACE_VERSION_STRING: &str = "1.1.0";
 
 /// The root module every extension library exports.
 #[repr(C)]
@@ -177,21 +196,40 @@ pub fn load_library(path: &Path, host: HostHandle) -> Result<Vec<CapabilityHandl
         other => LoadError::NotLoadable(other.to_string()),
     })?;
     let built_for = header.version_strings().version.as_str().to_owned();
-    match parse_version(&built_for) {
-        Some(v) if compatible(v, INTERFACE_VERSION) => {}
+    let version = match parse_version(&built_for) {
+        Some(v) if compatible(v, INTERFACE_VERSION) => v,
         Some(v) => {
             return Err(LoadError::Incompatible {
                 built_for: v.to_string(),
             })
         }
         None => return Err(LoadError::Incompatible { built_for }),
+    };
+    let layout_error = |e: &dyn fmt::Display| LoadError::Layout(first_line(&e.to_string()));
+    let root = if version == INTERFACE_VERSION {
+        header.init_root_module::<ExtensionRootRef>()
+    } else {
+        // An earlier 1.x: its vtables are prefixes of ours. abi_stable's own check
+        // wants the interface no newer than the library, so it is run the other
+        // way round: the library's layout as the interface this host implements,
+        // with a record of prefix types of its own so that libraries of this
+        // version are still checked against ours alone.
+        let theirs = header
+            .layout()
+            .ok_or_else(|| LoadError::Layout("the library carries no type layout".into()))?;
+        check_layout_compatibility_with_globals(
+            theirs,
+            <ExtensionRootRef as StableAbi>::LAYOUT,
+            &CheckingGlobals::new(),
+        )
+        .map_err(|e| layout_error(&e))?;
+        // SAFETY: the layouts were checked just above, in the direction that fits.
+        unsafe { header.init_root_module_with_unchecked_layout::<ExtensionRootRef>() }
     }
-    let root = header
-        .init_root_module::<ExtensionRootRef>()
-        .map_err(|e| match e {
-            LibraryError::AbiInstability(e) => LoadError::Layout(first_line(&e.to_string())),
-            other => LoadError::Init(other.to_string()),
-        })?;
+    .map_err(|e| match e {
+        LibraryError::AbiInstability(e) => layout_error(&e),
+        other => LoadError::Init(other.to_string()),
+    })?;
     let capabilities = (root.init())(host)
         .into_result()
         .map_err(|e| LoadError::Init(e.into()))?;

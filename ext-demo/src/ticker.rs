@@ -1,13 +1,13 @@
 //! `demo.ticker`: one timer thread per declaring cell, events handed over through
 //! `poll` after a `wake`, never polled in a loop.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use pulp_ext_api::{Capability, HostImport, SetupEnv, StepEvent};
+use pulp_ext_api::{Capability, CellState, HostImport, SetupEnv, StepEvent};
 use serde::{Deserialize, Serialize};
 
 #[derive(Deserialize)]
@@ -29,7 +29,6 @@ struct Tick<'a> {
 #[derive(Default)]
 pub struct Ticker {
     shared: Arc<Shared>,
-    timers: Mutex<HashMap<String, Timer>>,
 }
 
 #[derive(Default)]
@@ -43,17 +42,26 @@ struct Shared {
     finalized: AtomicU64,
 }
 
+/// A cell's timer thread: the capability's state for that cell.
 struct Timer {
     stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: JoinHandle<()>,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Timer {
-    fn stop(self) {
+    /// Stops the thread and waits for it; true if it was running.
+    fn stop(&self) -> bool {
         let (flag, signal) = &*self.stop;
         *flag.lock().unwrap() = true;
         signal.notify_all();
-        let _ = self.thread.join();
+        let thread = self.thread.lock().unwrap().take();
+        thread.map(|t| t.join()).is_some()
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -87,7 +95,10 @@ impl Ticker {
                 host.wake();
             }
         });
-        Timer { stop, thread }
+        Timer {
+            stop,
+            thread: Mutex::new(Some(thread)),
+        }
     }
 }
 
@@ -104,22 +115,19 @@ impl Capability for Ticker {
         Vec::new()
     }
 
-    fn setup(&self, env: &SetupEnv) -> Result<(), String> {
+    fn setup(&self, env: &SetupEnv) -> Result<CellState, String> {
         let config: Config = env.ext_config()?;
         if config.ticker_interval_ms == 0 {
             return Err("ticker_interval_ms must be at least 1".into());
         }
         let interval = Duration::from_millis(config.ticker_interval_ms);
         let timer = self.start(env, interval);
-        if let Some(old) = self.timers.lock().unwrap().insert(env.cell.clone(), timer) {
-            old.stop();
-        }
         tracing::info!(
             "ticker started for cell {} every {} ms",
             env.cell,
             config.ticker_interval_ms
         );
-        Ok(())
+        Ok(CellState::new(timer))
     }
 
     fn poll(&self) -> Option<StepEvent> {
@@ -136,25 +144,14 @@ impl Capability for Ticker {
         }
     }
 
-    fn teardown_cell(&self, cell: &str) {
-        let timer = self.timers.lock().unwrap().remove(cell);
-        if let Some(timer) = timer {
-            timer.stop();
+    fn teardown_cell(&self, cell: &str, state: &CellState) {
+        if state.get::<Timer>().is_some_and(Timer::stop) {
             tracing::info!("ticker stopped for cell {cell}");
         }
     }
 
     fn teardown(&self) {
-        let timers: Vec<Timer> = self
-            .timers
-            .lock()
-            .unwrap()
-            .drain()
-            .map(|(_, t)| t)
-            .collect();
-        for timer in timers {
-            timer.stop();
-        }
+        // Every cell's timer stopped in its teardown_cell, which comes first.
         tracing::info!(
             "demo teardown: polls={} emitted={} finalized={}",
             self.shared.polls.load(Ordering::Relaxed),

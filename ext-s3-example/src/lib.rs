@@ -31,11 +31,10 @@ mod key;
 mod ops;
 mod store;
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use pulp_ext_api::{Args, Capability, Code, Guest, HostImport, SetupEnv, ValType};
+use pulp_ext_api::{Args, Capability, CellState, Code, Guest, HostImport, SetupEnv, ValType};
 
 use crate::config::ExtConfig;
 use crate::ops::Call;
@@ -54,10 +53,7 @@ const IMPORTS: [(&str, Op, bool); 7] = [
     ("presign", ops::presign, true),
 ];
 
-#[derive(Default)]
-struct S3 {
-    cells: Arc<RwLock<HashMap<String, Arc<CellStore>>>>,
-}
+struct S3;
 
 impl Capability for S3 {
     fn name(&self) -> &str {
@@ -77,10 +73,8 @@ impl Capability for S3 {
                 } else {
                     &[ValType::I32; 2]
                 };
-                let cells = Arc::clone(&self.cells);
                 HostImport::new(&format!("s3_{op}"), params, move |guest, args| {
-                    let store = cells.read().unwrap().get(guest.cell()).cloned();
-                    let Some(store) = store else {
+                    let Ok(store) = guest.state::<CellStore>() else {
                         tracing::error!(cell = guest.cell(), "s3_{op}: the cell was not set up");
                         return Err(Code::FAILED);
                     };
@@ -88,7 +82,7 @@ impl Capability for S3 {
                     let call = Call {
                         op,
                         cell: &cell,
-                        store: &store,
+                        store,
                     };
                     run(&call, guest, args)
                 })
@@ -96,7 +90,7 @@ impl Capability for S3 {
             .collect()
     }
 
-    fn setup(&self, env: &SetupEnv) -> Result<(), String> {
+    fn setup(&self, env: &SetupEnv) -> Result<CellState, String> {
         let config: ExtConfig = env.ext_config()?;
         let timeout = Duration::from_millis(env.call_timeout_ms.max(1));
         let client = config
@@ -119,24 +113,15 @@ impl Capability for S3 {
             );
         }
         store::runtime();
-        let store = CellStore {
+        Ok(CellState::new(CellStore {
             client: client.map(Arc::new),
             timeout,
-        };
-        self.cells
-            .write()
-            .unwrap()
-            .insert(env.cell.clone(), Arc::new(store));
-        Ok(())
-    }
-
-    fn teardown_cell(&self, cell: &str) {
-        self.cells.write().unwrap().remove(cell);
+        }))
     }
 }
 
 fn capabilities() -> Vec<Box<dyn Capability>> {
-    vec![Box::new(S3::default())]
+    vec![Box::new(S3)]
 }
 
 pulp_ext_api::export_extension!(capabilities);

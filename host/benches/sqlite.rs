@@ -97,7 +97,8 @@ fn sqlite(c: &mut Criterion) {
     builtins.extend(storage::Storage::default().capabilities());
     let registry = Registry::new(builtins, Vec::new()).unwrap();
     let runtime = Arc::new(Runtime::new().unwrap());
-    let spec = prepare(&runtime, &registry, &manifest, 1).unwrap();
+    let mut spec = prepare(&runtime, &registry, &manifest, 1).unwrap();
+    let mut states = Vec::new();
     for entry in &spec.capabilities.declared {
         let env = SetupEnv {
             cell: manifest.name.clone(),
@@ -110,8 +111,9 @@ fn sqlite(c: &mut Criterion) {
             allowed_outbound_hosts: Vec::new(),
             host: HostHandle::new(&QUIET),
         };
-        entry.handle.setup(&env).unwrap();
+        states.push(entry.handle.setup(&env).unwrap());
     }
+    spec.states = Arc::new(states);
     let mut cell = Instance::start(&runtime, &spec).unwrap();
 
     let mut group = c.benchmark_group("query");

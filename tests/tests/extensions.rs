@@ -81,8 +81,8 @@ fn a_library_built_for_another_interface_version() {
         &[
             "libold.so",
             "built for ext-api interface 0.9",
-            "this host provides 1.0",
-            "rebuild it against ext-api 1.0",
+            "this host provides 1.1",
+            "rebuild it against ext-api 1.1",
         ],
     );
 }

@@ -4,7 +4,7 @@ use std::mem::MaybeUninit;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use pulp_ext_api::{Code, GuestMemory, ValType};
+use pulp_ext_api::{CellStateHandle, Code, GuestMemory, ValType};
 use wasmtime::{
     Caller, ExternType, FuncType, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder,
     Trap, TypedFunc, UpdateDeadline, ValRaw, WasmBacktrace,
@@ -35,7 +35,13 @@ pub struct CellSpec {
     pub call_timeout_ms: u64,
     pub max_message_bytes: u64,
     pub capabilities: CellCapabilities,
+    /// Each declared capability's state for this cell, in `capabilities.declared`
+    /// order; set by the capabilities' `setup`, kept across restarts.
+    pub states: Arc<Vec<CellStateHandle>>,
 }
+
+/// What a capability without state for the cell is lent.
+static NO_STATE: CellStateHandle = CellStateHandle::none();
 
 /// Why a call into the cell did not return normally.
 #[derive(Debug)]
@@ -67,7 +73,8 @@ impl std::fmt::Display for Failure {
     }
 }
 
-pub struct CellState {
+/// What the wasm store holds for one running instance.
+pub struct StoreData {
     wasi: WasiP1Ctx,
     limits: StoreLimits,
     memory: Option<Memory>,
@@ -81,7 +88,8 @@ pub struct CellState {
 
 /// The calling cell, as a host import sees it.
 struct CallerGuest<'a, 'b> {
-    caller: &'a mut Caller<'b, CellState>,
+    caller: &'a mut Caller<'b, StoreData>,
+    state: &'a CellStateHandle,
 }
 
 impl GuestMemory for CallerGuest<'_, '_> {
@@ -110,6 +118,10 @@ impl GuestMemory for CallerGuest<'_, '_> {
         memory
             .write(&mut *self.caller, ptr as usize, bytes)
             .map_err(|_| Code::OUT_OF_BOUNDS)
+    }
+
+    fn cell_state(&self) -> &CellStateHandle {
+        self.state
     }
 
     fn alloc(&mut self, size: u32) -> Result<u32, Code> {
@@ -149,15 +161,16 @@ fn describe_type(ty: &FuncType) -> String {
 }
 
 enum Binding<'a> {
-    Real(&'a Arc<Entry>, usize),
+    /// The entry's import `.1`, from the `.2`-th declared capability.
+    Real(&'a Arc<Entry>, usize, usize),
     Stub(&'a Arc<Entry>, usize),
     NotDeclared(&'a Arc<Entry>, usize),
 }
 
 fn find_binding<'a>(caps: &'a CellCapabilities, name: &str) -> Option<Binding<'a>> {
-    for entry in &caps.declared {
+    for (slot, entry) in caps.declared.iter().enumerate() {
         if let Some(i) = entry.handle.imports().iter().position(|i| i.name() == name) {
-            return Some(Binding::Real(entry, i));
+            return Some(Binding::Real(entry, i, slot));
         }
     }
     for entry in &caps.undeclared {
@@ -242,7 +255,7 @@ fn check_import(
         ));
     };
     let (entry, params) = match binding {
-        Binding::Real(e, i) | Binding::NotDeclared(e, i) => (e, e.handle.imports()[i].params()),
+        Binding::Real(e, i, _) | Binding::NotDeclared(e, i) => (e, e.handle.imports()[i].params()),
         Binding::Stub(e, i) => (e, e.handle.stub_imports()[i].params()),
     };
     if !same_signature(&ty, params) {
@@ -256,13 +269,9 @@ fn check_import(
     Ok(())
 }
 
-fn define_imports(
-    linker: &mut Linker<CellState>,
-    cell: &str,
-    module: &Module,
-    caps: &CellCapabilities,
-) -> Result<(), String> {
-    for import in module.imports() {
+fn define_imports(linker: &mut Linker<StoreData>, spec: &CellSpec) -> Result<(), String> {
+    let (cell, caps) = (&*spec.name, &spec.capabilities);
+    for import in spec.module.imports() {
         check_import(cell, &import, caps)?;
         if import.module() != "pulp" {
             continue;
@@ -272,8 +281,15 @@ fn define_imports(
         };
         let name = import.name();
         let defined = match find_binding(caps, name).expect("checked above") {
-            Binding::Real(entry, index) => bind(linker, name, ty, Arc::clone(entry), index, false),
-            Binding::Stub(entry, index) => bind(linker, name, ty, Arc::clone(entry), index, true),
+            Binding::Real(entry, index, slot) => bind(
+                linker,
+                name,
+                ty,
+                Arc::clone(entry),
+                index,
+                Some((Arc::clone(&spec.states), slot)),
+            ),
+            Binding::Stub(entry, index) => bind(linker, name, ty, Arc::clone(entry), index, None),
             // SAFETY: writes one i32 result into the slot the signature check guaranteed.
             Binding::NotDeclared(..) => unsafe {
                 linker.func_new_unchecked("pulp", name, ty, |_, values| {
@@ -289,19 +305,21 @@ fn define_imports(
 }
 
 fn bind(
-    linker: &mut Linker<CellState>,
+    linker: &mut Linker<StoreData>,
     name: &str,
     ty: FuncType,
     entry: Arc<Entry>,
     index: usize,
-    stub: bool,
+    // The cell's states and this capability's slot; `None` binds a stub import.
+    state: Option<(Arc<Vec<CellStateHandle>>, usize)>,
 ) -> wasmtime::Result<()> {
+    let stub = state.is_none();
     let params: Vec<ValType> = if stub {
         entry.handle.stub_imports()[index].params().to_vec()
     } else {
         entry.handle.imports()[index].params().to_vec()
     };
-    let callback = move |mut caller: Caller<'_, CellState>, values: &mut [MaybeUninit<ValRaw>]| {
+    let callback = move |mut caller: Caller<'_, StoreData>, values: &mut [MaybeUninit<ValRaw>]| {
         let mut args = [0u64; MAX_IMPORT_PARAMS];
         for (i, param) in params.iter().enumerate() {
             // SAFETY: wasmtime initialises one slot per parameter of the checked signature.
@@ -318,9 +336,14 @@ fn bind(
         } else {
             &entry.handle.imports()[index]
         };
+        let state = match &state {
+            Some((states, slot)) => states.get(*slot).unwrap_or(&NO_STATE),
+            None => &NO_STATE,
+        };
         let code = import.call(
             &mut CallerGuest {
                 caller: &mut caller,
+                state,
             },
             &args[..params.len()],
         );
@@ -334,7 +357,7 @@ fn bind(
 
 /// A running instance of a cell.
 pub struct Instance {
-    store: Store<CellState>,
+    store: Store<StoreData>,
     runtime: Arc<Runtime>,
     step: TypedFunc<(i32, i32), i32>,
     shutdown: Option<TypedFunc<(), i32>>,
@@ -387,7 +410,7 @@ impl Instance {
             .table_elements(MAX_TABLE_ELEMENTS)
             .instances(1)
             .build();
-        let state = CellState {
+        let state = StoreData {
             wasi,
             limits,
             memory: None,
@@ -409,11 +432,10 @@ impl Instance {
             }
         });
 
-        let mut linker: Linker<CellState> = Linker::new(&runtime.engine);
+        let mut linker: Linker<StoreData> = Linker::new(&runtime.engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s| &mut s.wasi)
             .map_err(|e| Failure::Setup(format!("linking WASI: {e}")))?;
-        define_imports(&mut linker, &spec.name, &spec.module, &spec.capabilities)
-            .map_err(Failure::Setup)?;
+        define_imports(&mut linker, spec).map_err(Failure::Setup)?;
 
         let timeout_ms = spec.call_timeout_ms;
         store.data_mut().deadline = Instant::now() + Duration::from_millis(timeout_ms);
@@ -485,7 +507,7 @@ impl Instance {
     /// Runs one call into the cell with a fresh deadline, while the epoch clock runs.
     fn guarded<R>(
         &mut self,
-        call: impl FnOnce(&mut Store<CellState>) -> wasmtime::Result<R>,
+        call: impl FnOnce(&mut Store<StoreData>) -> wasmtime::Result<R>,
     ) -> Result<R, Failure> {
         self.store.data_mut().deadline = Instant::now() + Duration::from_millis(self.timeout_ms);
         self.store.set_epoch_deadline(1);

@@ -7,7 +7,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use pulp_ext_api::SetupEnv;
+use pulp_ext_api::{CellStateHandle, SetupEnv};
 use wasmtime::Module;
 
 use super::Runtime;
@@ -35,6 +35,7 @@ struct Cell {
     /// Yields whether the cell already stopped for good (and had `teardown_cell`).
     thread: JoinHandle<bool>,
     declared: Vec<Arc<Entry>>,
+    states: Arc<Vec<CellStateHandle>>,
 }
 
 /// The running host: every cell on its own thread, and the event pumps.
@@ -70,6 +71,7 @@ pub fn prepare(
         call_timeout_ms: manifest.call_timeout_ms,
         max_message_bytes: manifest.max_message_bytes,
         capabilities,
+        states: Arc::default(),
     })
 }
 
@@ -102,7 +104,7 @@ impl Host {
             .iter()
             .map(|m| queue(QUEUE_CAPACITY, m.max_queue_bytes))
             .collect();
-        for ((spec, manifest), (queue, _)) in specs.iter().zip(&manifests).zip(&queues) {
+        for ((spec, manifest), (queue, _)) in specs.iter_mut().zip(&manifests).zip(&queues) {
             let storage_dir = storage_root.join(&manifest.name);
             private_dir(&storage_dir).map_err(|e| {
                 format!(
@@ -111,6 +113,7 @@ impl Host {
                     storage_dir.display()
                 )
             })?;
+            let mut states = Vec::with_capacity(spec.capabilities.declared.len());
             for entry in &spec.capabilities.declared {
                 let env = SetupEnv {
                     cell: manifest.name.clone(),
@@ -130,15 +133,16 @@ impl Host {
                         },
                     )),
                 };
-                entry.handle.setup(&env).map_err(|e| {
+                states.push(entry.handle.setup(&env).map_err(|e| {
                     format!(
                         "cell {}: setup of capability {} from {} failed: {e}",
                         manifest.name,
                         entry.name(),
                         entry.origin
                     )
-                })?;
+                })?);
             }
+            spec.states = Arc::new(states);
         }
 
         let mut pumps = Vec::new();
@@ -168,6 +172,7 @@ impl Host {
         for ((spec, manifest), (tx, rx)) in specs.into_iter().zip(&manifests).zip(queues) {
             let started = started_tx.clone();
             let declared = spec.capabilities.declared.clone();
+            let states = Arc::clone(&spec.states);
             let runtime = Arc::clone(&runtime);
             let policy = manifest.restart;
             let tick = Duration::from_millis(manifest.tick_ms);
@@ -181,6 +186,7 @@ impl Host {
                 queue: tx,
                 thread,
                 declared,
+                states,
             });
         }
         drop(started_tx);
@@ -221,15 +227,15 @@ impl Host {
         for cell in self.cells {
             let torn_down = cell.thread.join().unwrap_or(false);
             if !torn_down {
-                stopped.push((cell.name, cell.declared));
+                stopped.push((cell.name, cell.declared, cell.states));
             }
         }
         for pump in self.pumps {
             pump.stop();
         }
-        for (name, declared) in &stopped {
-            for entry in declared {
-                if let Err(e) = entry.handle.teardown_cell(name) {
+        for (name, declared, states) in &stopped {
+            for (entry, state) in declared.iter().zip(states.iter()) {
+                if let Err(e) = entry.handle.teardown_cell(name, state) {
                     tracing::error!(
                         cell = &**name,
                         capability = entry.name(),
@@ -298,8 +304,8 @@ fn supervise(
             Outcome::Failed(failure) => failure,
         };
         let crashed = !matches!(failure, Failure::Exit(0));
-        for entry in &spec.capabilities.declared {
-            if let Err(e) = entry.handle.cell_failed(cell) {
+        for (entry, state) in spec.capabilities.declared.iter().zip(spec.states.iter()) {
+            if let Err(e) = entry.handle.cell_failed(cell, state) {
                 tracing::error!(cell, capability = entry.name(), "cell_failed failed: {e}");
             }
         }
@@ -318,8 +324,8 @@ fn supervise(
                 cell,
                 "cell stopped (restart = {policy}); other cells keep running"
             );
-            for entry in &spec.capabilities.declared {
-                if let Err(e) = entry.handle.teardown_cell(cell) {
+            for (entry, state) in spec.capabilities.declared.iter().zip(spec.states.iter()) {
+                if let Err(e) = entry.handle.teardown_cell(cell, state) {
                     tracing::error!(cell, capability = entry.name(), "teardown_cell failed: {e}");
                 }
             }

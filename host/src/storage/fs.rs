@@ -12,9 +12,8 @@ use std::sync::Arc;
 
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, DirBuilder, DirBuilderExt, OpenOptions, OpenOptionsExt};
-use pulp_ext_api::{Args, Capability, Code, Guest, HostImport, SetupEnv, ValType};
+use pulp_ext_api::{Args, Capability, CellState, Code, Guest, HostImport, SetupEnv, ValType};
 
-use super::PerCell;
 use super::quota::{CellQuota, Quotas};
 
 pub const NAME: &str = "storage.fs";
@@ -27,6 +26,7 @@ const STAGING: &str = "files.tmp";
 const FILE_MODE: u32 = 0o600;
 const DIR_MODE: u32 = 0o700;
 
+/// The capability's state for one cell.
 struct CellFiles {
     files: Dir,
     staging: Dir,
@@ -35,16 +35,12 @@ struct CellFiles {
 }
 
 pub struct Files {
-    cells: Arc<PerCell<CellFiles>>,
     quotas: Arc<Quotas>,
 }
 
 impl Files {
     pub fn new(quotas: Arc<Quotas>) -> Files {
-        Files {
-            cells: Arc::default(),
-            quotas,
-        }
+        Files { quotas }
     }
 }
 
@@ -58,19 +54,18 @@ impl Capability for Files {
     }
 
     fn imports(&self) -> Vec<HostImport> {
-        let [read, write, delete, list] = [0, 1, 2, 3].map(|_| Arc::clone(&self.cells));
         let i32s = |n| vec![ValType::I32; n];
         vec![
-            HostImport::new("fs_read", &i32s(4), move |guest, args| {
-                let cell = read.get(guest.cell())?;
-                let data = read_file(guest, args, &cell)?;
+            HostImport::new("fs_read", &i32s(4), |guest, args| {
+                let cell = guest.state::<CellFiles>()?;
+                let data = read_file(guest, args, cell)?;
                 guest.return_bytes(args, 2, &data)
             }),
-            HostImport::new("fs_write", &i32s(4), move |guest, args| {
-                let cell = write.get(guest.cell())?;
+            HostImport::new("fs_write", &i32s(4), |guest, args| {
+                let cell = guest.state::<CellFiles>()?;
                 let path = sandbox_path(guest, args, 0)?;
                 let data = guest.read_arg(args, 2)?;
-                match write_file(&cell, path, data) {
+                match write_file(cell, path, data) {
                     Ok(true) => Ok(()),
                     Ok(false) => {
                         tracing::warn!(
@@ -85,20 +80,20 @@ impl Capability for Files {
                     Err(e) => Err(io_code(guest, "write", path, e)),
                 }
             }),
-            HostImport::new("fs_delete", &i32s(2), move |guest, args| {
-                let cell = delete.get(guest.cell())?;
+            HostImport::new("fs_delete", &i32s(2), |guest, args| {
+                let cell = guest.state::<CellFiles>()?;
                 let path = sandbox_path(guest, args, 0)?;
-                delete_path(&cell, path).map_err(|e| io_code(guest, "delete", path, e))
+                delete_path(cell, path).map_err(|e| io_code(guest, "delete", path, e))
             }),
-            HostImport::new("fs_list", &i32s(4), move |guest, args| {
-                let cell = list.get(guest.cell())?;
-                let listing = list_files(guest, args, &cell)?;
+            HostImport::new("fs_list", &i32s(4), |guest, args| {
+                let cell = guest.state::<CellFiles>()?;
+                let listing = list_files(guest, args, cell)?;
                 guest.return_bytes(args, 2, &listing)
             }),
         ]
     }
 
-    fn setup(&self, env: &SetupEnv) -> Result<(), String> {
+    fn setup(&self, env: &SetupEnv) -> Result<CellState, String> {
         let open = |name: &str| {
             let path = env.storage_dir.join(name);
             private_dir(&path)
@@ -115,24 +110,12 @@ impl Capability for Files {
                 .map_err(|e| format!("cannot clear {STAGING}: {e}"))?;
         }
         let quota = self.quotas.cell(&env.cell, &env.storage_dir)?;
-        self.cells.insert(
-            &env.cell,
-            CellFiles {
-                files,
-                staging,
-                next_temp: AtomicU64::new(0),
-                quota,
-            },
-        );
-        Ok(())
-    }
-
-    fn teardown_cell(&self, cell: &str) {
-        self.cells.remove(cell);
-    }
-
-    fn teardown(&self) {
-        self.cells.clear();
+        Ok(CellState::new(CellFiles {
+            files,
+            staging,
+            next_temp: AtomicU64::new(0),
+            quota,
+        }))
     }
 }
 

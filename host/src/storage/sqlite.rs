@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use pulp_ext_api::{Args, Capability, Code, Guest, HostImport, SetupEnv, ValType};
+use pulp_ext_api::{Args, Capability, CellState, Code, Guest, HostImport, SetupEnv, ValType};
 use rmp::encode;
 use rusqlite::config::DbConfig;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
@@ -22,7 +22,6 @@ use rusqlite::limits::Limit;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags, Statement};
 
-use super::PerCell;
 use super::quota::{CellQuota, Quotas};
 use crate::msgpack::{Reader, Scalar};
 use crate::runtime::stop;
@@ -155,16 +154,12 @@ impl CellDb {
 }
 
 pub struct Databases {
-    cells: Arc<PerCell<CellDb>>,
     quotas: Arc<Quotas>,
 }
 
 impl Databases {
     pub fn new(quotas: Arc<Quotas>) -> Databases {
-        Databases {
-            cells: Arc::default(),
-            quotas,
-        }
+        Databases { quotas }
     }
 }
 
@@ -250,15 +245,14 @@ impl Capability for Databases {
         ]
         .into_iter()
         .map(|(name, shape)| {
-            let cells = Arc::clone(&self.cells);
             let arity = if matches!(shape, Shape::Nothing) {
                 4
             } else {
                 6
             };
             HostImport::new(name, &vec![ValType::I32; arity], move |guest, args| {
-                let db = cells.get(guest.cell())?;
-                let out = call(guest, args, &db, shape)?;
+                let db = guest.state::<CellDb>()?;
+                let out = call(guest, args, db, shape)?;
                 match shape {
                     Shape::Nothing => Ok(()),
                     _ => guest.return_bytes(args, 4, &out),
@@ -268,7 +262,7 @@ impl Capability for Databases {
         .collect()
     }
 
-    fn setup(&self, env: &SetupEnv) -> Result<(), String> {
+    fn setup(&self, env: &SetupEnv) -> Result<CellState, String> {
         static HEAP: OnceLock<()> = OnceLock::new();
         HEAP.get_or_init(|| {
             // SAFETY: a plain setter of SQLite's global allocator limit.
@@ -298,25 +292,21 @@ impl Capability for Databases {
             Some(move || stop::stopping() || now_ns() >= watched.load(Ordering::Relaxed)),
         )
         .map_err(|e| format!("{}: {e}", path.display()))?;
-        self.cells.insert(
-            &env.cell,
-            CellDb {
-                conn: Mutex::new(conn),
-                host_statement,
-                max_pages: AtomicI64::new(-1),
-                deadline,
-                timeout: Duration::from_millis(env.call_timeout_ms),
-                quota,
-                page_size: page_size.max(512) as u64,
-            },
-        );
-        Ok(())
+        Ok(CellState::new(CellDb {
+            conn: Mutex::new(conn),
+            host_statement,
+            max_pages: AtomicI64::new(-1),
+            deadline,
+            timeout: Duration::from_millis(env.call_timeout_ms),
+            quota,
+            page_size: page_size.max(512) as u64,
+        }))
     }
 
-    fn cell_failed(&self, cell: &str) {
+    fn cell_failed(&self, cell: &str, state: &CellState) {
         // A crashed instance cannot finish its transaction; its restart must not
         // inherit it (nor its locks).
-        if let Ok(db) = self.cells.get(cell) {
+        if let Some(db) = state.get::<CellDb>() {
             let conn = db.lock();
             if !conn.is_autocommit() {
                 tracing::warn!(
@@ -328,14 +318,6 @@ impl Capability for Databases {
                 }
             }
         }
-    }
-
-    fn teardown_cell(&self, cell: &str) {
-        self.cells.remove(cell);
-    }
-
-    fn teardown(&self) {
-        self.cells.clear();
     }
 }
 

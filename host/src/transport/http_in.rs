@@ -12,7 +12,9 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use pulp_ext_api::{Capability, Code, DeliverError, HostHandle, HostImport, SetupEnv, ValType};
+use pulp_ext_api::{
+    Capability, CellState, Code, DeliverError, HostHandle, HostImport, SetupEnv, ValType,
+};
 use rmp::encode;
 use serde::Deserialize;
 use tokio::sync::oneshot;
@@ -31,11 +33,11 @@ enum Segment {
     Param(Arc<str>),
 }
 
-/// What the listener needs of a cell that serves HTTP, looked up once at setup
-/// so a request costs no map lookups.
+/// What the listener needs of a cell that serves HTTP: the capability's state
+/// for the cell, held by its routes so a request costs no lookup by name.
 struct Target {
     cell: Arc<str>,
-    limits: Arc<CellLimits>,
+    limits: CellLimits,
     handle: HostHandle,
     /// Requests waiting for this cell's reply.
     owed: AtomicUsize,
@@ -119,7 +121,6 @@ impl PendingTable {
 #[derive(Default)]
 pub struct Routes {
     routes: RwLock<Vec<Route>>,
-    targets: RwLock<HashMap<String, Arc<Target>>>,
     pending: Mutex<PendingTable>,
     next_id: AtomicU64,
     conflicts: Mutex<Vec<String>>,
@@ -130,26 +131,20 @@ impl Routes {
         self.conflicts.lock().unwrap().clone()
     }
 
-    fn register(&self, cell: &str, method: &str, path: &str) -> Result<(), Code> {
+    fn register(&self, target: &Arc<Target>, method: &str, path: &str) -> Result<(), Code> {
+        let cell = &*target.cell;
         let method =
             Method::from_bytes(method.to_ascii_uppercase().as_bytes()).map_err(|_| Code::DECODE)?;
         if !path.starts_with('/') {
             return Err(Code::DECODE);
         }
         let segments = parse_pattern(path);
-        let target = self
-            .targets
-            .read()
-            .unwrap()
-            .get(cell)
-            .cloned()
-            .ok_or(Code::FAILED)?;
         let mut routes = self.routes.write().unwrap();
         if let Some(other) = routes
             .iter()
             .find(|r| r.method == method && same_shape(&r.segments, &segments))
         {
-            if *other.target.cell == *cell {
+            if Arc::ptr_eq(&other.target, target) {
                 return Ok(());
             }
             let message = format!(
@@ -164,18 +159,18 @@ impl Routes {
             method,
             segments,
             pattern: path.to_owned(),
-            target,
+            target: Arc::clone(target),
         });
         Ok(())
     }
 
     /// Fails every reply a cell still owes: 502, since it will not come.
-    fn fail_pending(&self, cell: &str) {
+    fn fail_pending(&self, target: &Arc<Target>) {
         let mut pending = self.pending.lock().unwrap();
         let ids: Vec<u64> = pending
             .by_id
             .iter()
-            .filter(|(_, p)| *p.target.cell == *cell)
+            .filter(|(_, p)| Arc::ptr_eq(&p.target, target))
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
@@ -278,7 +273,8 @@ impl Capability for HttpInbound {
             &[ValType::I32, ValType::I32],
             move |guest, args| {
                 let req: RegisterRequest = super::decode_arg(guest, args)?;
-                shared.http.register(guest.cell(), &req.method, &req.path)
+                let target = guest.state::<Arc<Target>>()?;
+                shared.http.register(target, &req.method, &req.path)
             },
         );
         let shared = Arc::clone(&self.0);
@@ -292,8 +288,9 @@ impl Capability for HttpInbound {
                 }
                 let (id, response) = decode_reply(bytes).ok_or(Code::DECODE)?;
                 let mut pending = shared.http.pending.lock().unwrap();
+                let target = guest.state::<Arc<Target>>()?;
                 match pending.by_id.get(&id) {
-                    Some(p) if *p.target.cell == *guest.cell() => {}
+                    Some(p) if Arc::ptr_eq(&p.target, target) => {}
                     _ => return Err(Code::REFUSED),
                 }
                 let p = pending.remove(id).expect("checked above");
@@ -306,34 +303,32 @@ impl Capability for HttpInbound {
         vec![register, respond]
     }
 
-    fn setup(&self, env: &SetupEnv) -> Result<(), String> {
-        self.0.register_cell(env);
-        let limits = self.0.limits(&env.cell).expect("registered above");
-        self.0.http.targets.write().unwrap().insert(
-            env.cell.clone(),
-            Arc::new(Target {
-                cell: Arc::from(env.cell.as_str()),
-                limits,
-                handle: env.host,
-                owed: AtomicUsize::new(0),
-            }),
-        );
-        Ok(())
+    fn setup(&self, env: &SetupEnv) -> Result<CellState, String> {
+        Ok(CellState::new(Arc::new(Target {
+            cell: Arc::from(env.cell.as_str()),
+            limits: CellLimits::of(env),
+            handle: env.host,
+            owed: AtomicUsize::new(0),
+        })))
     }
 
-    fn cell_failed(&self, cell: &str) {
-        self.0.http.fail_pending(cell);
+    fn cell_failed(&self, _cell: &str, state: &CellState) {
+        if let Some(target) = state.get::<Arc<Target>>() {
+            self.0.http.fail_pending(target);
+        }
     }
 
-    fn teardown_cell(&self, cell: &str) {
+    fn teardown_cell(&self, _cell: &str, state: &CellState) {
+        let Some(target) = state.get::<Arc<Target>>() else {
+            return;
+        };
         self.0
             .http
             .routes
             .write()
             .unwrap()
-            .retain(|r| *r.target.cell != *cell);
-        self.0.http.targets.write().unwrap().remove(cell);
-        self.0.http.fail_pending(cell);
+            .retain(|r| !Arc::ptr_eq(&r.target, target));
+        self.0.http.fail_pending(target);
     }
 }
 

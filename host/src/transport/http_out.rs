@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pulp_ext_api::{Capability, Code, HostImport, SetupEnv, ValType};
+use pulp_ext_api::{Capability, CellState, Code, HostImport, SetupEnv, ValType};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde::{Deserialize, Serialize};
 
@@ -202,22 +202,21 @@ impl Capability for HttpOutbound {
             move |guest, args| {
                 let req: FetchRequest = super::decode_arg(guest, args)?;
                 let cell = guest.cell().to_owned();
-                let limits = shared.limits(&cell).ok_or(Code::FAILED)?;
-                let response = fetch(&shared, &cell, &limits, req)?;
+                let limits = guest.state::<super::CellLimits>()?;
+                let response = fetch(&shared, &cell, limits, req)?;
                 let encoded = rmp_serde::to_vec_named(&response).map_err(|_| Code::FAILED)?;
                 guest.return_bytes(args, 2, &encoded)
             },
         )]
     }
 
-    fn setup(&self, env: &SetupEnv) -> Result<(), String> {
+    fn setup(&self, env: &SetupEnv) -> Result<CellState, String> {
         for entry in &env.allowed_outbound_hosts {
             if entry.trim().is_empty() {
                 return Err("allowed_outbound_hosts has an empty entry".into());
             }
         }
-        self.0.register_cell(env);
-        Ok(())
+        Ok(CellState::new(super::CellLimits::of(env)))
     }
 }
 

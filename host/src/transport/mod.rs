@@ -7,13 +7,12 @@ mod http_out;
 mod sse;
 mod ws;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -30,18 +29,32 @@ pub(crate) struct CellLimits {
     pub allowed_outbound_hosts: Vec<String>,
 }
 
-/// Each transport's handle for each cell, through which it delivers events
-/// straight into that cell's queue.
-#[derive(Default)]
-pub(crate) struct CellHandles(RwLock<HashMap<String, HostHandle>>);
-
-impl CellHandles {
-    pub fn set(&self, env: &SetupEnv) {
-        self.0.write().unwrap().insert(env.cell.clone(), env.host);
+impl CellLimits {
+    fn of(env: &SetupEnv) -> CellLimits {
+        CellLimits {
+            max_message_bytes: env.max_message_bytes,
+            call_timeout: Duration::from_millis(env.call_timeout_ms),
+            allowed_outbound_hosts: env.allowed_outbound_hosts.clone(),
+        }
     }
+}
 
-    pub fn get(&self, cell: &str) -> Option<HostHandle> {
-        self.0.read().unwrap().get(cell).copied()
+/// A listening transport's state for one cell: the cell, its limits, and the
+/// handle that delivers events straight into its queue. Routes hold it, so a
+/// connection finds its cell without a lookup by name.
+pub(crate) struct TransportCell {
+    pub name: Arc<str>,
+    pub limits: CellLimits,
+    pub handle: HostHandle,
+}
+
+impl TransportCell {
+    fn of(env: &SetupEnv) -> Arc<TransportCell> {
+        Arc::new(TransportCell {
+            name: Arc::from(env.cell.as_str()),
+            limits: CellLimits::of(env),
+            handle: env.host,
+        })
     }
 }
 
@@ -73,28 +86,10 @@ impl Default for ListenerLimits {
 pub(crate) struct Shared {
     runtime: tokio::runtime::Handle,
     listener: ListenerLimits,
-    cells: RwLock<HashMap<String, Arc<CellLimits>>>,
     http: http_in::Routes,
     ws: ws::Connections,
     sse: sse::Streams,
     fetch: http_out::Fetcher,
-}
-
-impl Shared {
-    fn register_cell(&self, env: &SetupEnv) {
-        self.cells.write().unwrap().insert(
-            env.cell.clone(),
-            Arc::new(CellLimits {
-                max_message_bytes: env.max_message_bytes,
-                call_timeout: Duration::from_millis(env.call_timeout_ms),
-                allowed_outbound_hosts: env.allowed_outbound_hosts.clone(),
-            }),
-        );
-    }
-
-    fn limits(&self, cell: &str) -> Option<Arc<CellLimits>> {
-        self.cells.read().unwrap().get(cell).cloned()
-    }
 }
 
 /// The transports and the listener they share.
@@ -116,7 +111,6 @@ impl Transport {
             shared: Arc::new(Shared {
                 runtime,
                 listener,
-                cells: RwLock::default(),
                 http: http_in::Routes::default(),
                 ws: ws::Connections::default(),
                 sse: sse::Streams::default(),
@@ -158,9 +152,9 @@ async fn dispatch(
 ) -> Response {
     let path = request.uri().path();
     if ws::is_upgrade(&request)
-        && let Some((cell, open)) = shared.ws.route(path)
+        && let Some((target, open)) = shared.ws.route(path)
     {
-        return ws::upgrade(shared, cell, open, request).await;
+        return ws::upgrade(shared, target, open, request).await;
     }
     if request.method() == axum::http::Method::GET
         && let Some(stream) = shared

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use pulp_ext_api::{Capability, Code, HostImport, SetupEnv, ValType};
+use pulp_ext_api::{Capability, CellState, Code, HostImport, SetupEnv, ValType};
 use serde::Deserialize;
 use tokio::sync::broadcast;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 
-use super::Shared;
+use super::{Shared, TransportCell};
 
 pub const NAME: &str = "transport.sse";
 
@@ -30,7 +30,7 @@ struct Emitted {
 }
 
 struct Stream {
-    cell: String,
+    cell: Arc<TransportCell>,
     sender: broadcast::Sender<Emitted>,
 }
 
@@ -61,7 +61,7 @@ impl Streams {
             let stream = paths.get(path)?;
             if stream.sender.receiver_count() >= max {
                 tracing::warn!(
-                    cell = stream.cell,
+                    cell = &*stream.cell.name,
                     path,
                     "SSE subscriber refused: {max} are subscribed to this path (--max-streams-per-path)"
                 );
@@ -74,7 +74,7 @@ impl Streams {
                 );
             }
             let subscriber = Subscriber {
-                cell: stream.cell.clone(),
+                cell: stream.cell.name.to_string(),
                 path: path.to_owned(),
             };
             (stream.sender.subscribe(), subscriber)
@@ -130,12 +130,13 @@ impl Capability for ServerSentEvents {
         let register = HostImport::new("sse_register", &pair, move |guest, args| {
             let path = super::path_arg(guest, args)?;
             let mut paths = shared.sse.paths.write().unwrap();
+            let target = guest.state::<Arc<TransportCell>>()?;
             match paths.get(path) {
-                Some(stream) if stream.cell != guest.cell() => {
+                Some(stream) if !Arc::ptr_eq(&stream.cell, target) => {
                     tracing::error!(
                         cell = guest.cell(),
                         "SSE path {path} is already registered by cell {}",
-                        stream.cell
+                        stream.cell.name
                     );
                     Err(Code::REFUSED)
                 }
@@ -145,7 +146,7 @@ impl Capability for ServerSentEvents {
                     paths.insert(
                         path.to_owned(),
                         Stream {
-                            cell: guest.cell().to_owned(),
+                            cell: Arc::clone(target),
                             sender,
                         },
                     );
@@ -162,9 +163,10 @@ impl Capability for ServerSentEvents {
             if breaks(&req.id) || breaks(&req.event) {
                 return Err(Code::DECODE);
             }
+            let target = guest.state::<Arc<TransportCell>>()?;
             let paths = shared.sse.paths.read().unwrap();
             let stream = match paths.get(&req.path) {
-                Some(s) if s.cell == guest.cell() => s,
+                Some(s) if Arc::ptr_eq(&s.cell, target) => s,
                 _ => return Err(Code::REFUSED),
             };
             // No subscriber right now is not an error.
@@ -178,18 +180,20 @@ impl Capability for ServerSentEvents {
         vec![register, emit]
     }
 
-    fn setup(&self, env: &SetupEnv) -> Result<(), String> {
-        self.0.register_cell(env);
-        Ok(())
+    fn setup(&self, env: &SetupEnv) -> Result<CellState, String> {
+        Ok(CellState::new(TransportCell::of(env)))
     }
 
-    fn teardown_cell(&self, cell: &str) {
+    fn teardown_cell(&self, _cell: &str, state: &CellState) {
+        let Some(target) = state.get::<Arc<TransportCell>>() else {
+            return;
+        };
         // Dropping the sender ends every subscriber's stream.
         self.0
             .sse
             .paths
             .write()
             .unwrap()
-            .retain(|_, s| s.cell != cell);
+            .retain(|_, s| !Arc::ptr_eq(&s.cell, target));
     }
 }

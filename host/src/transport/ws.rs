@@ -10,12 +10,12 @@ use axum::extract::{FromRequestParts, Request};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
-use pulp_ext_api::{Capability, Code, HostHandle, HostImport, SetupEnv, ValType};
+use pulp_ext_api::{Capability, CellState, Code, HostHandle, HostImport, SetupEnv, ValType};
 use rmp::encode;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::{CellHandles, Shared};
+use super::{Shared, TransportCell};
 use crate::msgpack;
 
 pub const NAME: &str = "transport.ws.inbound";
@@ -30,13 +30,13 @@ const CLOSE_SLOW: u16 = 1008;
 const CLOSE_CELL_FAILED: u16 = 1011;
 
 struct Conn {
-    cell: String,
+    cell: Arc<TransportCell>,
     out: mpsc::Sender<Message>,
 }
 
 /// A registered path: its cell and how many connections it has open.
 struct Path {
-    cell: String,
+    cell: Arc<TransportCell>,
     open: Arc<AtomicUsize>,
 }
 
@@ -54,21 +54,20 @@ pub struct Connections {
     routes: RwLock<HashMap<String, Path>>,
     conns: Mutex<HashMap<u64, Conn>>,
     next_id: AtomicU64,
-    cells: CellHandles,
 }
 
 impl Connections {
     /// The cell serving `path` and the count of its open connections.
-    pub fn route(&self, path: &str) -> Option<(String, Arc<AtomicUsize>)> {
+    pub fn route(&self, path: &str) -> Option<(Arc<TransportCell>, Arc<AtomicUsize>)> {
         let routes = self.routes.read().unwrap();
         let path = routes.get(path)?;
-        Some((path.cell.clone(), Arc::clone(&path.open)))
+        Some((Arc::clone(&path.cell), Arc::clone(&path.open)))
     }
 
-    fn close_cell(&self, cell: &str, code: u16, reason: &str) {
+    fn close_cell(&self, cell: &Arc<TransportCell>, code: u16, reason: &str) {
         let mut conns = self.conns.lock().unwrap();
         conns.retain(|_, c| {
-            if c.cell == cell {
+            if Arc::ptr_eq(&c.cell, cell) {
                 let _ = c.out.try_send(close_message(code, reason));
                 false
             } else {
@@ -95,7 +94,7 @@ pub fn is_upgrade(request: &Request) -> bool {
 
 pub async fn upgrade(
     shared: Arc<Shared>,
-    cell: String,
+    target: Arc<TransportCell>,
     open: Arc<AtomicUsize>,
     request: Request,
 ) -> Response {
@@ -103,7 +102,7 @@ pub async fn upgrade(
     if open.fetch_add(1, Ordering::SeqCst) >= max {
         open.fetch_sub(1, Ordering::SeqCst);
         tracing::warn!(
-            cell,
+            cell = &*target.name,
             path = request.uri().path(),
             "WebSocket connection refused: {max} are open on this path (--max-streams-per-path)"
         );
@@ -114,13 +113,6 @@ pub async fn upgrade(
             .into_response();
     }
     let place = Place(open);
-    let Some(limits) = shared.limits(&cell) else {
-        return (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "cell not ready\n",
-        )
-            .into_response();
-    };
     let (mut parts, _body) = request.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(upgrade) => upgrade,
@@ -138,12 +130,12 @@ pub async fn upgrade(
             )
         })
         .collect();
-    let limit = limits.max_message_bytes as usize;
+    let limit = target.limits.max_message_bytes as usize;
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| async move {
-            run(shared, cell, socket, path, query, headers).await;
+            run(shared, target, socket, path, query, headers).await;
             drop(place);
         })
 }
@@ -168,22 +160,20 @@ fn deliver(handle: &HostHandle, cell: &str, kind: &str, payload: &[u8], conn_id:
 
 async fn run(
     shared: Arc<Shared>,
-    cell: String,
+    target: Arc<TransportCell>,
     socket: WebSocket,
     path: String,
     query: Vec<(String, String)>,
     headers: Vec<(String, String)>,
 ) {
     let ws = &shared.ws;
-    let Some(handle) = ws.cells.get(&cell) else {
-        return;
-    };
+    let (handle, cell) = (target.handle, &*target.name);
     let conn_id = ws.next_id.fetch_add(1, Ordering::Relaxed) + 1;
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(SEND_QUEUE);
     ws.conns.lock().unwrap().insert(
         conn_id,
         Conn {
-            cell: cell.clone(),
+            cell: Arc::clone(&target),
             out: out_tx,
         },
     );
@@ -205,7 +195,7 @@ async fn run(
         headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
     );
     let (mut sink, mut stream) = socket.split();
-    if !deliver(&handle, &cell, "ws.open", &open, conn_id) {
+    if !deliver(&handle, cell, "ws.open", &open, conn_id) {
         ws.conns.lock().unwrap().remove(&conn_id);
         let _ = sink.send(close_message(CLOSE_CELL_BUSY, "cell busy")).await;
         return;
@@ -245,7 +235,7 @@ async fn run(
         encode::write_u8(&mut frame, opcode).expect("vec write");
         encode::write_str(&mut frame, "payload").expect("vec write");
         encode::write_bin(&mut frame, &payload).expect("vec write");
-        if !deliver(&handle, &cell, "ws.frame", &frame, conn_id) {
+        if !deliver(&handle, cell, "ws.frame", &frame, conn_id) {
             if let Some(conn) = ws.conns.lock().unwrap().remove(&conn_id) {
                 let _ = conn
                     .out
@@ -272,7 +262,7 @@ async fn run(
         encode::write_u16(&mut close, code).expect("vec write");
         encode::write_str(&mut close, "reason").expect("vec write");
         encode::write_str(&mut close, &reason).expect("vec write");
-        deliver(&handle, &cell, "ws.close", &close, conn_id);
+        deliver(&handle, cell, "ws.close", &close, conn_id);
     }
 }
 
@@ -312,14 +302,15 @@ impl Capability for WsInbound {
         let pair = [ValType::I32, ValType::I32];
         let shared = Arc::clone(&self.0);
         let register = HostImport::new("ws_register", &pair, move |guest, args| {
+            let target = guest.state::<Arc<TransportCell>>()?;
             let path = super::path_arg(guest, args)?;
             let mut routes = shared.ws.routes.write().unwrap();
             match routes.get(path) {
-                Some(owner) if owner.cell != guest.cell() => {
+                Some(owner) if !Arc::ptr_eq(&owner.cell, target) => {
                     tracing::error!(
                         cell = guest.cell(),
                         "WebSocket path {path} is already registered by cell {}",
-                        owner.cell
+                        owner.cell.name
                     );
                     Err(Code::REFUSED)
                 }
@@ -328,7 +319,7 @@ impl Capability for WsInbound {
                     routes.insert(
                         path.to_owned(),
                         Path {
-                            cell: guest.cell().to_owned(),
+                            cell: Arc::clone(target),
                             open: Arc::default(),
                         },
                     );
@@ -348,9 +339,10 @@ impl Capability for WsInbound {
                 2 => Message::Binary(req.payload.into()),
                 _ => return Err(Code::DECODE),
             };
+            let target = guest.state::<Arc<TransportCell>>()?;
             let mut conns = shared.ws.conns.lock().unwrap();
             let conn = match conns.get(&req.conn_id) {
-                Some(c) if c.cell == guest.cell() => c,
+                Some(c) if Arc::ptr_eq(&c.cell, target) => c,
                 _ => return Err(Code::REFUSED),
             };
             if conn.out.try_send(message).is_err() {
@@ -371,9 +363,10 @@ impl Capability for WsInbound {
         let shared = Arc::clone(&self.0);
         let close = HostImport::new("ws_close", &pair, move |guest, args| {
             let req: CloseRequest = super::decode_arg(guest, args)?;
+            let target = guest.state::<Arc<TransportCell>>()?;
             let mut conns = shared.ws.conns.lock().unwrap();
             match conns.get(&req.conn_id) {
-                Some(c) if c.cell == guest.cell() => {}
+                Some(c) if Arc::ptr_eq(&c.cell, target) => {}
                 _ => return Err(Code::REFUSED),
             }
             let conn = conns.remove(&req.conn_id).expect("present");
@@ -383,23 +376,28 @@ impl Capability for WsInbound {
         vec![register, send, close]
     }
 
-    fn setup(&self, env: &SetupEnv) -> Result<(), String> {
-        self.0.register_cell(env);
-        self.0.ws.cells.set(env);
-        Ok(())
+    fn setup(&self, env: &SetupEnv) -> Result<CellState, String> {
+        Ok(CellState::new(TransportCell::of(env)))
     }
 
-    fn cell_failed(&self, cell: &str) {
-        self.0.ws.close_cell(cell, CLOSE_CELL_FAILED, "cell failed");
+    fn cell_failed(&self, _cell: &str, state: &CellState) {
+        if let Some(target) = state.get::<Arc<TransportCell>>() {
+            self.0
+                .ws
+                .close_cell(target, CLOSE_CELL_FAILED, "cell failed");
+        }
     }
 
-    fn teardown_cell(&self, cell: &str) {
+    fn teardown_cell(&self, _cell: &str, state: &CellState) {
+        let Some(target) = state.get::<Arc<TransportCell>>() else {
+            return;
+        };
         self.0
             .ws
             .routes
             .write()
             .unwrap()
-            .retain(|_, owner| owner.cell != cell);
-        self.0.ws.close_cell(cell, 1001, "cell stopped");
+            .retain(|_, owner| !Arc::ptr_eq(&owner.cell, target));
+        self.0.ws.close_cell(target, 1001, "cell stopped");
     }
 }

@@ -51,6 +51,18 @@ pub fn artifacts() -> &'static Artifacts {
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("target"));
+        // The interface-compatibility fixtures (their own workspace), into the
+        // same directory so they share the compiled dependencies.
+        cargo(
+            &root,
+            &[
+                "build",
+                "--manifest-path",
+                "tests/compat/Cargo.toml",
+                "--target-dir",
+                target.to_str().expect("a UTF-8 target directory"),
+            ],
+        );
         let lib_dir = target.join("debug");
         Artifacts {
             pulp: lib_dir.join("pulp"),

@@ -5,11 +5,11 @@
 //! (`pulp_alloc`, `pulp_free`, `pulp_init`, `pulp_step`, `pulp_shutdown`).
 //! Host imports are wrapped in modules: [`log`] (always available),
 //! [`http`] (`transport.http.inbound` and `transport.http.outbound`),
-//! [`ws`] (`transport.ws.inbound`), [`sse`] (`transport.sse`), [`demo`]
-//! (the example extension's `demo.greet`), [`fs`] (`storage.fs`), [`sqlite`]
-//! (`storage.sqlite`), [`s3`] (`storage.s3`, from the `pulp-ext-s3`
-//! extension), and [`raw`] for the unchecked
-//! declarations. The transport modules also hold typed payloads for their
+//! [`ws`] (`transport.ws.inbound`), [`sse`] (`transport.sse`), [`fs`]
+//! (`storage.fs`), [`sqlite`] (`storage.sqlite`), and [`raw`] for the unchecked
+//! declarations. Wrappers for optional extensions are cargo features: `demo`
+//! (the example extension's `demo.greet`) and `s3` (`storage.s3`, from the
+//! `pulp-ext-s3` extension). The transport modules also hold typed payloads for their
 //! events, each naming its kind: `event.decode::<ws::WsFrame>()` when
 //! `event.kind() == ws::WsFrame::KIND`; requests decode with
 //! `http::Request::from_step(step)`, or in place with `http::RequestView`.
@@ -62,6 +62,7 @@
 mod buf;
 mod code;
 mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 mod error;
 pub mod fs;
@@ -71,6 +72,7 @@ pub mod msgpack;
 pub mod raw;
 #[doc(hidden)]
 pub mod rt;
+#[cfg(feature = "s3")]
 pub mod s3;
 pub mod sqlite;
 pub mod sse;

@@ -2,8 +2,9 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -98,25 +99,30 @@ pub struct RunArgs {
     pub max_streams_per_path: usize,
 }
 
-/// Long flags also accepted with one dash (`-manifest app.toml`), as the Go Pulp
-/// took them.
-const LONG_FLAGS: &[&str] = &[
-    "manifest",
-    "ext-dir",
-    "ext-config",
-    "http-port",
-    "http-cert",
-    "http-key",
-    "storage-root",
-    "http-max-connections",
-    "http-header-timeout-ms",
-    "http-body-timeout-ms",
-    "max-streams-per-path",
-    "log-level",
-    "log-format",
-    "help",
-    "version",
-];
+/// Every long flag of the command line, its subcommands' and clap's own
+/// (`help`, `version`): each is also accepted with one dash (`-manifest
+/// app.toml`), as the Go Pulp took them.
+fn long_flags() -> &'static [String] {
+    static FLAGS: OnceLock<Vec<String>> = OnceLock::new();
+    FLAGS.get_or_init(|| {
+        let mut command = Cli::command();
+        command.build();
+        let mut flags = Vec::new();
+        collect_long_flags(&command, &mut flags);
+        flags
+    })
+}
+
+fn collect_long_flags(command: &clap::Command, flags: &mut Vec<String>) {
+    for long in command.get_arguments().filter_map(clap::Arg::get_long) {
+        if !flags.iter().any(|f| f == long) {
+            flags.push(long.to_owned());
+        }
+    }
+    for sub in command.get_subcommands() {
+        collect_long_flags(sub, flags);
+    }
+}
 
 /// Rewrites `-flag` and `-flag=value` to their `--` form for the known long flags.
 pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
@@ -130,7 +136,7 @@ pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString>
                 return arg;
             }
             let flag = rest.split('=').next().unwrap_or(rest);
-            if LONG_FLAGS.contains(&flag) {
+            if long_flags().iter().any(|f| f == flag) {
                 OsString::from(format!("-{text}"))
             } else {
                 arg
@@ -162,6 +168,43 @@ mod tests {
             [PathBuf::from("a.toml"), PathBuf::from("b.toml")]
         );
         assert_eq!(cli.run.http_port, 9090);
+    }
+
+    #[test]
+    fn every_long_flag_takes_one_dash() {
+        let flags = long_flags();
+        for flag in [
+            "manifest",
+            "ext-dir",
+            "max-streams-per-path",
+            "log-format",
+            "help",
+            "version",
+        ] {
+            assert!(
+                flags.iter().any(|f| f == flag),
+                "{flag} missing from {flags:?}"
+            );
+        }
+        let cli = parse(&[
+            "pulp",
+            "ext",
+            "list",
+            "-log-format",
+            "json",
+            "-ext-config=e.toml",
+        ]);
+        let Some(Command::Ext {
+            command: ExtCommand::List(args),
+        }) = cli.command
+        else {
+            panic!("not ext list")
+        };
+        assert!(matches!(args.log.log_format, LogFormat::Json));
+        assert_eq!(args.ext_config, Some(PathBuf::from("e.toml")));
+        // Short flags and values that only look like flags are left alone.
+        let kept = normalize_args(["-x", "-", "--manifest", "-nope"].map(OsString::from));
+        assert_eq!(kept, ["-x", "-", "--manifest", "-nope"].map(OsString::from));
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod supervisor;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use wasmtime::{Config, Engine};
@@ -27,6 +28,8 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub struct EpochTicker {
     active: AtomicUsize,
     parked: AtomicBool,
+    /// Set when the runtime is dropped: the clock thread ends.
+    closed: AtomicBool,
     lock: Mutex<()>,
     signal: Condvar,
 }
@@ -41,34 +44,50 @@ impl Drop for ActiveCall<'_> {
 }
 
 impl EpochTicker {
-    fn start(engine: Engine) -> Arc<EpochTicker> {
+    /// Starts the clock thread. It holds the engine weakly: it ends when the
+    /// runtime closes it, or when the engine is gone.
+    fn start(engine: &Engine) -> (Arc<EpochTicker>, JoinHandle<()>) {
         let ticker = Arc::new(EpochTicker {
             active: AtomicUsize::new(0),
             parked: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             lock: Mutex::new(()),
             signal: Condvar::new(),
         });
         let this = Arc::clone(&ticker);
-        std::thread::Builder::new()
+        let engine = engine.weak();
+        let thread = std::thread::Builder::new()
             .name("pulp-epoch".into())
             .spawn(move || {
+                let idle = |t: &EpochTicker| {
+                    t.active.load(Ordering::SeqCst) == 0 && !t.closed.load(Ordering::SeqCst)
+                };
                 loop {
-                    if this.active.load(Ordering::SeqCst) == 0 {
+                    if idle(&this) {
                         let guard = this.lock.lock().unwrap();
                         this.parked.store(true, Ordering::SeqCst);
-                        let guard = this
-                            .signal
-                            .wait_while(guard, |_| this.active.load(Ordering::SeqCst) == 0)
-                            .unwrap();
+                        let guard = this.signal.wait_while(guard, |_| idle(&this)).unwrap();
                         this.parked.store(false, Ordering::SeqCst);
                         drop(guard);
                     }
+                    if this.closed.load(Ordering::SeqCst) {
+                        return;
+                    }
                     std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
+                    match engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => return,
+                    }
                 }
             })
             .expect("spawn the epoch thread");
-        ticker
+        (ticker, thread)
+    }
+
+    fn close(&self) {
+        let _guard = self.lock.lock().unwrap();
+        self.closed.store(true, Ordering::SeqCst);
+        self.signal.notify_one();
     }
 
     pub fn enter(&self) -> ActiveCall<'_> {
@@ -85,6 +104,7 @@ impl EpochTicker {
 pub struct Runtime {
     pub engine: Engine,
     pub epoch: Arc<EpochTicker>,
+    clock: Option<JoinHandle<()>>,
 }
 
 impl Runtime {
@@ -95,7 +115,36 @@ impl Runtime {
         // module with several is refused when it is compiled.
         config.wasm_multi_memory(false);
         let engine = Engine::new(&config)?;
-        let epoch = EpochTicker::start(engine.clone());
-        Ok(Runtime { engine, epoch })
+        let (epoch, clock) = EpochTicker::start(&engine);
+        Ok(Runtime {
+            engine,
+            epoch,
+            clock: Some(clock),
+        })
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.epoch.close();
+        if let Some(clock) = self.clock.take() {
+            let _ = clock.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Runtime;
+
+    #[test]
+    fn the_clock_thread_ends_with_the_runtime() {
+        let runtime = Runtime::new().unwrap();
+        let ticker = std::sync::Arc::clone(&runtime.epoch);
+        // Busy, then idle: the thread is ticking or parked when the runtime goes.
+        drop(ticker.enter());
+        drop(runtime);
+        // Drop joined the thread; only this test's reference is left.
+        assert_eq!(std::sync::Arc::strong_count(&ticker), 1);
     }
 }

@@ -141,6 +141,73 @@ impl HostImport {
     }
 }
 
+/// The typed shapes most imports take; each is a [`HostImport::new`] with its
+/// arguments read for the callback. Input is bounded by the cell's
+/// `max_message_bytes` (code 9) and must lie in linear memory (code 2); output is
+/// handed back through two out-pointers after the inputs, as
+/// [`Guest::return_bytes`] does.
+impl HostImport {
+    /// `name(in1_ptr, in1_len, …, inN_ptr, inN_len) -> code`: `N` byte inputs.
+    pub fn inputs<const N: usize, F>(name: &str, callback: F) -> HostImport
+    where
+        F: Fn(&Guest<'_>, [&[u8]; N]) -> ImportResult + Send + Sync + 'static,
+    {
+        HostImport::new(name, &vec![ValType::I32; 2 * N], move |guest, args| {
+            callback(guest, read_inputs(guest, args)?)
+        })
+    }
+
+    /// `name(in1_ptr, in1_len, …, out_ptr_ptr, out_len_ptr) -> code`: `N` byte
+    /// inputs, and the bytes the callback returns handed back to the cell.
+    pub fn inputs_output<const N: usize, F>(name: &str, callback: F) -> HostImport
+    where
+        F: Fn(&Guest<'_>, [&[u8]; N]) -> Result<Vec<u8>, Code> + Send + Sync + 'static,
+    {
+        HostImport::new(name, &vec![ValType::I32; 2 * N + 2], move |guest, args| {
+            let output = callback(guest, read_inputs(guest, args)?)?;
+            guest.return_bytes(args, 2 * N, &output)
+        })
+    }
+
+    /// `name(req_ptr, req_len) -> code`: one MessagePack value decoded into `R`;
+    /// code 1 when it is empty, 3 when it does not decode.
+    pub fn request<R, F>(name: &str, callback: F) -> HostImport
+    where
+        R: DeserializeOwned,
+        F: Fn(&Guest<'_>, R) -> ImportResult + Send + Sync + 'static,
+    {
+        HostImport::inputs(name, move |guest, [bytes]| callback(guest, decode(bytes)?))
+    }
+
+    /// `name(req_ptr, req_len, out_ptr_ptr, out_len_ptr) -> code`: a
+    /// [`HostImport::request`] whose callback returns bytes for the cell.
+    pub fn request_output<R, F>(name: &str, callback: F) -> HostImport
+    where
+        R: DeserializeOwned,
+        F: Fn(&Guest<'_>, R) -> Result<Vec<u8>, Code> + Send + Sync + 'static,
+    {
+        HostImport::inputs_output(name, move |guest, [bytes]| callback(guest, decode(bytes)?))
+    }
+}
+
+fn read_inputs<'g, const N: usize>(
+    guest: &'g Guest<'_>,
+    args: Args<'_>,
+) -> Result<[&'g [u8]; N], Code> {
+    let mut inputs: [&[u8]; N] = [&[]; N];
+    for (i, input) in inputs.iter_mut().enumerate() {
+        *input = guest.read_arg(args, 2 * i)?;
+    }
+    Ok(inputs)
+}
+
+fn decode<R: DeserializeOwned>(bytes: &[u8]) -> Result<R, Code> {
+    if bytes.is_empty() {
+        return Err(Code::EMPTY);
+    }
+    rmp_serde::from_slice(bytes).map_err(|_| Code::DECODE)
+}
+
 /// A host import as the host holds it, whichever side of the boundary it lives on.
 pub struct ImportHandle {
     ffi: HostImportFfi,
@@ -486,6 +553,11 @@ impl CapabilityHandle {
     /// library's capability comes in.
     pub fn builtin<C: Capability>(capability: C) -> Result<CapabilityHandle, String> {
         CapabilityHandle::from_ffi(CapabilityFfi::new(capability))
+    }
+
+    /// [`CapabilityHandle::builtin`] for a capability already boxed.
+    pub fn builtin_boxed(capability: Box<dyn Capability>) -> Result<CapabilityHandle, String> {
+        CapabilityHandle::from_ffi(CapabilityFfi::from_box(capability))
     }
 
     pub(crate) fn from_ffi(ffi: CapabilityFfi) -> Result<CapabilityHandle, String> {

@@ -8,7 +8,7 @@
 
 mod ticker;
 
-use pulp_ext_api::{Capability, Code, HostImport, ValType};
+use pulp_ext_api::{Capability, Code, HostImport};
 
 const PROVIDER: &str = "pulp-ext-demo";
 
@@ -25,18 +25,14 @@ impl Capability for Greet {
 
     fn imports(&self) -> Vec<HostImport> {
         vec![
-            HostImport::new(
-                "demo_greet",
-                &[ValType::I32, ValType::I32],
-                |guest, args| {
-                    let name = guest.read_str_arg(args, 0)?;
-                    if name.is_empty() {
-                        return Err(Code::EMPTY);
-                    }
-                    tracing::info!("hello, {name}! (cell {})", guest.cell());
-                    Ok(())
-                },
-            ),
+            HostImport::inputs("demo_greet", |guest, [name]| {
+                let name = std::str::from_utf8(name).map_err(|_| Code::DECODE)?;
+                if name.is_empty() {
+                    return Err(Code::EMPTY);
+                }
+                tracing::info!("hello, {name}! (cell {})", guest.cell());
+                Ok(())
+            }),
             HostImport::new("demo_noop", &[], |_, _| Ok(())),
         ]
     }

@@ -34,24 +34,41 @@ mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pulp_ext_api::{Args, Capability, CellState, Code, Guest, HostImport, SetupEnv, ValType};
+use pulp_ext_api::{Capability, CellState, Code, Guest, HostImport, SetupEnv};
 
 use crate::config::ExtConfig;
 use crate::ops::Call;
 use crate::store::CellStore;
 
-type Op = fn(&Call<'_>, &mut Guest<'_>, Args<'_>) -> Result<(), Code>;
+/// What an import does once its request is read: nothing to hand back, or bytes.
+enum Op {
+    Unit(fn(&Call<'_>, &[u8]) -> Result<(), Code>),
+    Data(fn(&Call<'_>, &[u8]) -> Result<Vec<u8>, Code>),
+}
 
-/// Imports that return data take two out-pointers after the request.
-const IMPORTS: [(&str, Op, bool); 7] = [
-    ("put", ops::put, false),
-    ("get", ops::get, true),
-    ("head", ops::head, true),
-    ("delete", ops::delete, false),
-    ("copy", ops::copy, false),
-    ("list", ops::list, true),
-    ("presign", ops::presign, true),
+const IMPORTS: [(&str, Op); 7] = [
+    ("put", Op::Unit(ops::put)),
+    ("get", Op::Data(ops::get)),
+    ("head", Op::Data(ops::head)),
+    ("delete", Op::Unit(ops::delete)),
+    ("copy", Op::Unit(ops::copy)),
+    ("list", Op::Data(ops::list)),
+    ("presign", Op::Data(ops::presign)),
 ];
+
+/// The cell's store, or code 5 with a line saying why.
+fn call<'a>(op: &'static str, guest: &'a Guest<'_>) -> Result<Call<'a>, Code> {
+    let Ok(store) = guest.state::<CellStore>() else {
+        tracing::error!(cell = guest.cell(), "s3_{op}: the cell was not set up");
+        return Err(Code::FAILED);
+    };
+    Ok(Call {
+        op,
+        cell: guest.cell(),
+        store,
+        max_message_bytes: guest.max_message_bytes(),
+    })
+}
 
 struct S3;
 
@@ -67,25 +84,16 @@ impl Capability for S3 {
     fn imports(&self) -> Vec<HostImport> {
         IMPORTS
             .iter()
-            .map(|&(op, run, returns_data)| {
-                let params: &[ValType] = if returns_data {
-                    &[ValType::I32; 4]
-                } else {
-                    &[ValType::I32; 2]
-                };
-                HostImport::new(&format!("s3_{op}"), params, move |guest, args| {
-                    let Ok(store) = guest.state::<CellStore>() else {
-                        tracing::error!(cell = guest.cell(), "s3_{op}: the cell was not set up");
-                        return Err(Code::FAILED);
-                    };
-                    let cell = guest.cell().to_owned();
-                    let call = Call {
-                        op,
-                        cell: &cell,
-                        store,
-                    };
-                    run(&call, guest, args)
-                })
+            .map(|(op, run)| {
+                let (op, name) = (*op, format!("s3_{op}"));
+                match *run {
+                    Op::Unit(run) => HostImport::inputs(&name, move |guest, [request]| {
+                        run(&call(op, guest)?, request)
+                    }),
+                    Op::Data(run) => HostImport::inputs_output(&name, move |guest, [request]| {
+                        run(&call(op, guest)?, request)
+                    }),
+                }
             })
             .collect()
     }

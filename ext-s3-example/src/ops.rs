@@ -7,7 +7,7 @@ use object_store::aws::AmazonS3;
 use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutOptions};
-use pulp_ext_api::{Args, Code, Guest};
+use pulp_ext_api::Code;
 use serde::{Deserialize, Serialize};
 
 use crate::key::{self, Refused};
@@ -18,6 +18,8 @@ pub struct Call<'a> {
     pub op: &'static str,
     pub cell: &'a str,
     pub store: &'a CellStore,
+    /// The cell's `max_message_bytes`: no object larger is read.
+    pub max_message_bytes: u64,
 }
 
 impl Call<'_> {
@@ -100,8 +102,8 @@ struct PutRequest<'a> {
     content_type: Option<String>,
 }
 
-pub fn put(call: &Call<'_>, guest: &mut Guest<'_>, args: Args<'_>) -> Result<(), Code> {
-    let request: PutRequest = decode(guest.read_arg(args, 0)?)?;
+pub fn put(call: &Call<'_>, input: &[u8]) -> Result<(), Code> {
+    let request: PutRequest = decode(input)?;
     let location = call.object(&request.key)?;
     let client = call.client()?;
     let mut attributes = Attributes::new();
@@ -128,11 +130,11 @@ struct GetResponse {
     etag: String,
 }
 
-pub fn get(call: &Call<'_>, guest: &mut Guest<'_>, args: Args<'_>) -> Result<(), Code> {
-    let request: KeyRequest = decode(guest.read_arg(args, 0)?)?;
+pub fn get(call: &Call<'_>, input: &[u8]) -> Result<Vec<u8>, Code> {
+    let request: KeyRequest = decode(input)?;
     let location = call.object(&request.key)?;
     let client = call.client()?;
-    let limit = guest.max_message_bytes();
+    let limit = call.max_message_bytes;
     let response = call.run(&request.key, async {
         let result = client.get(&location).await?;
         if result.meta.size > limit {
@@ -160,7 +162,7 @@ pub fn get(call: &Call<'_>, guest: &mut Guest<'_>, args: Args<'_>) -> Result<(),
         );
         Code::TOO_LARGE
     })?;
-    guest.return_bytes(args, 2, &encode(&response))
+    Ok(encode(&response))
 }
 
 #[derive(Serialize)]
@@ -169,8 +171,8 @@ struct HeadResponse {
     last_modified_unix: i64,
 }
 
-pub fn head(call: &Call<'_>, guest: &mut Guest<'_>, args: Args<'_>) -> Result<(), Code> {
-    let request: KeyRequest = decode(guest.read_arg(args, 0)?)?;
+pub fn head(call: &Call<'_>, input: &[u8]) -> Result<Vec<u8>, Code> {
+    let request: KeyRequest = decode(input)?;
     let location = call.object(&request.key)?;
     let client = call.client()?;
     let meta = call.run(&request.key, client.head(&location))?;
@@ -178,11 +180,11 @@ pub fn head(call: &Call<'_>, guest: &mut Guest<'_>, args: Args<'_>) -> Result<()
         size: meta.size,
         last_modified_unix: meta.last_modified.timestamp(),
     };
-    guest.return_bytes(args, 2, &encode(&response))
+    Ok(encode(&response))
 }
 
-pub fn delete(call: &Call<'_>, guest: &mut Guest<'_>, args: Args<'_>) -> Result<(), Code> {
-    let request: KeyRequest = decode(guest.read_arg(args, 0)?)?;
+pub fn delete(call: &Call<'_>, input: &[u8]) -> Result<(), Code> {
+    let request: KeyRequest = decode(input)?;
     let location = call.object(&request.key)?;
     let client = call.client()?;
     call.run(&request.key, client.delete(&location))
@@ -196,8 +198,8 @@ struct CopyRequest<'a> {
     dst_key: std::borrow::Cow<'a, str>,
 }
 
-pub fn copy(call: &Call<'_>, guest: &mut Guest<'_>, args: Args<'_>) -> Result<(), Code> {
-    let request: CopyRequest = decode(guest.read_arg(args, 0)?)?;
+pub fn copy(call: &Call<'_>, input: &[u8]) -> Result<(), Code> {
+    let request: CopyRequest = decode(input)?;
     let from = call.object(&request.src_key)?;
     let to = call.object(&request.dst_key)?;
     let client = call.client()?;
@@ -237,8 +239,8 @@ struct ListResponse {
 /// The continuation token is the last key of the previous page: the listing
 /// resumes after it (S3's `start-after`), which needs no state in the extension
 /// and keeps working across host restarts.
-pub fn list(call: &Call<'_>, guest: &mut Guest<'_>, args: Args<'_>) -> Result<(), Code> {
-    let request: ListRequest = decode(guest.read_arg(args, 0)?)?;
+pub fn list(call: &Call<'_>, input: &[u8]) -> Result<Vec<u8>, Code> {
+    let request: ListRequest = decode(input)?;
     key::check_prefix(&request.prefix).map_err(|r| call.refused(&request.prefix, r))?;
     let offset = match request.continuation_token.as_str() {
         "" => None,
@@ -297,7 +299,7 @@ pub fn list(call: &Call<'_>, guest: &mut Guest<'_>, args: Args<'_>) -> Result<()
         }
         Ok(response)
     })?;
-    guest.return_bytes(args, 2, &encode(&response))
+    Ok(encode(&response))
 }
 
 /// Presigned URLs live at most a week, as S3 allows.
@@ -318,8 +320,8 @@ struct PresignResponse {
 }
 
 /// A GET URL for the object that anyone holding it may use until it expires.
-pub fn presign(call: &Call<'_>, guest: &mut Guest<'_>, args: Args<'_>) -> Result<(), Code> {
-    let request: PresignRequest = decode(guest.read_arg(args, 0)?)?;
+pub fn presign(call: &Call<'_>, input: &[u8]) -> Result<Vec<u8>, Code> {
+    let request: PresignRequest = decode(input)?;
     let location = call.object(&request.key)?;
     let client = call.client()?;
     let ttl = match request.ttl_sec {
@@ -334,5 +336,5 @@ pub fn presign(call: &Call<'_>, guest: &mut Guest<'_>, args: Args<'_>) -> Result
         client.signed_url(reqwest::Method::GET, &location, Duration::from_secs(ttl)),
     )?;
     let response = PresignResponse { url: url.into() };
-    guest.return_bytes(args, 2, &encode(&response))
+    Ok(encode(&response))
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use pulp_ext_api::{Capability, CapabilityHandle, HostImport};
 use pulp_host::manifest::Manifest;
-use pulp_host::registry::Registry;
+use pulp_host::registry::{Properties, Registry};
 use pulp_host::runtime::{Instance, Runtime, prepare};
 use pulp_host::{builtin, extensions};
 
@@ -118,8 +118,13 @@ fn boundary(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let config = demo_extension(dir.path());
     let loaded = extensions::load(&config, None).unwrap();
-    let mut builtins = builtin::all();
-    builtins.push(CapabilityHandle::builtin(BenchNoop).unwrap());
+    let io = tokio::runtime::Runtime::new().unwrap();
+    let services = builtin::Services::new(io.handle().clone(), Default::default()).unwrap();
+    let mut builtins = builtin::all(&services);
+    builtins.push((
+        CapabilityHandle::builtin(BenchNoop).unwrap(),
+        Properties::default(),
+    ));
     let registry = Registry::new(builtins, loaded).unwrap();
     let runtime = Arc::new(Runtime::new().unwrap());
 

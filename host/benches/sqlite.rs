@@ -12,10 +12,10 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use pulp_ext_api::{HostHandle, HostServices, Level, SetupEnv};
+use pulp_host::builtin;
 use pulp_host::manifest::Manifest;
 use pulp_host::registry::Registry;
 use pulp_host::runtime::{Instance, Runtime, prepare};
-use pulp_host::{builtin, storage};
 
 const QUERIES_PER_STEP: u32 = 100;
 const SQL: &str = "SELECT id, body FROM items WHERE id = ?";
@@ -93,9 +93,9 @@ fn sqlite(c: &mut Criterion) {
     )
     .unwrap();
     let manifest = Manifest::load(&manifest).unwrap();
-    let mut builtins = builtin::all();
-    builtins.extend(storage::Storage::default().capabilities());
-    let registry = Registry::new(builtins, Vec::new()).unwrap();
+    let io = tokio::runtime::Runtime::new().unwrap();
+    let services = builtin::Services::new(io.handle().clone(), Default::default()).unwrap();
+    let registry = Registry::new(builtin::all(&services), Vec::new()).unwrap();
     let runtime = Arc::new(Runtime::new().unwrap());
     let mut spec = prepare(&runtime, &registry, &manifest, 1).unwrap();
     let mut states = Vec::new();

@@ -12,4 +12,6 @@ mod proptests;
 pub mod registry;
 pub mod runtime;
 pub mod storage;
+#[cfg(test)]
+mod testenv;
 pub mod transport;

@@ -8,8 +8,8 @@ use pulp_host::cli::{
 use pulp_host::manifest::Manifest;
 use pulp_host::registry::{Registry, signature};
 use pulp_host::runtime::{Host, Runtime};
-use pulp_host::transport::{self, Transport};
-use pulp_host::{builtin, extensions, storage};
+use pulp_host::transport;
+use pulp_host::{builtin, extensions};
 use tracing_subscriber::EnvFilter;
 
 // Request buffers are allocated on listener threads and freed on cell threads
@@ -18,8 +18,6 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    // One TLS crypto provider for the listener and outbound fetches.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::try_parse_from(normalize_args(std::env::args_os())).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         None => run(cli.run),
@@ -62,11 +60,7 @@ fn async_runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
-fn registry(
-    args: &ExtArgs,
-    transport: &Transport,
-    storage: &storage::Storage,
-) -> Result<Registry, String> {
+fn registry(args: &ExtArgs, services: &builtin::Services) -> Result<Registry, String> {
     let loaded = match extensions::config_path(args.ext_dir.as_deref(), args.ext_config.as_deref())
     {
         Some(file) => {
@@ -74,10 +68,7 @@ fn registry(
         }
         None => Vec::new(),
     };
-    let mut builtins = builtin::all();
-    builtins.extend(transport.capabilities());
-    builtins.extend(storage.capabilities());
-    Registry::new(builtins, loaded)
+    Registry::new(builtin::all(services), loaded)
 }
 
 fn manifests(args: &RunArgs) -> Result<Vec<Manifest>, String> {
@@ -96,18 +87,18 @@ fn run(args: RunArgs) -> Result<(), String> {
     let io = async_runtime()?;
     let signals = Signals::install(&io)?;
     let limits = listener_limits(&args)?;
-    let transport = Transport::new(io.handle().clone(), limits.clone())?;
-    let storage = storage::Storage::default();
+    let services = builtin::Services::new(io.handle().clone(), limits.clone())?;
     for manifest in &manifests {
-        storage.set_quota(&manifest.name, manifest.max_storage_bytes);
+        services
+            .storage
+            .set_quota(&manifest.name, manifest.max_storage_bytes);
     }
-    let registry = Arc::new(registry(&args.ext, &transport, &storage)?);
+    let registry = Arc::new(registry(&args.ext, &services)?);
     let runtime = Arc::new(Runtime::new().map_err(|e| format!("cannot start wasmtime: {e}"))?);
-    let listening = manifests.iter().any(|m| {
-        m.capabilities
-            .iter()
-            .any(|c| transport::LISTENING.contains(&c.as_str()))
-    });
+    let listening = manifests
+        .iter()
+        .any(|m| m.capabilities.iter().any(|c| registry.listens(c)));
+    let transport = services.transport;
 
     let host = Host::start(runtime, registry, manifests, &args.storage_root)?;
     let conflicts = transport.conflicts();
@@ -223,8 +214,8 @@ fn check(args: RunArgs) -> Result<(), String> {
     init_logging(&args.ext.log);
     let manifests = manifests(&args)?;
     let io = async_runtime()?;
-    let transport = Transport::new(io.handle().clone(), Default::default())?;
-    let registry = registry(&args.ext, &transport, &storage::Storage::default())?;
+    let services = builtin::Services::new(io.handle().clone(), Default::default())?;
+    let registry = registry(&args.ext, &services)?;
     let runtime = Runtime::new().map_err(|e| format!("cannot start wasmtime: {e}"))?;
     for (i, manifest) in manifests.iter().enumerate() {
         let spec = pulp_host::runtime::prepare(&runtime, &registry, manifest, i as u64 + 1)?;
@@ -255,8 +246,8 @@ fn check(args: RunArgs) -> Result<(), String> {
 fn ext_list(args: ExtArgs) -> Result<(), String> {
     init_logging(&args.log);
     let io = async_runtime()?;
-    let transport = Transport::new(io.handle().clone(), Default::default())?;
-    let registry = registry(&args, &transport, &storage::Storage::default())?;
+    let services = builtin::Services::new(io.handle().clone(), Default::default())?;
+    let registry = registry(&args, &services)?;
     for entry in registry.entries() {
         println!(
             "{}  provider={}  from {}",

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use pulp_ext_api::{CapabilityHandle, ValType};
 
-use crate::builtin;
 use crate::extensions::{Extension, HostLink};
 use crate::manifest::Manifest;
 
@@ -32,8 +31,19 @@ impl fmt::Display for Origin {
     }
 }
 
+/// What the host must know of a capability before any cell runs. Extensions'
+/// capabilities have neither property.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Properties {
+    /// Every cell gets it without declaring it.
+    pub always_on: bool,
+    /// A cell that declares it needs the HTTP listener.
+    pub listens: bool,
+}
+
 pub struct Entry {
     pub handle: CapabilityHandle,
+    pub properties: Properties,
     pub origin: Origin,
     /// The `[extension.config]` of the library it came from (an empty map for built-ins).
     pub ext_config: Arc<Vec<u8>>,
@@ -77,16 +87,17 @@ pub fn signature(params: &[ValType]) -> String {
 
 impl Registry {
     pub fn new(
-        builtins: Vec<CapabilityHandle>,
+        builtins: Vec<(CapabilityHandle, Properties)>,
         extensions: Vec<Extension>,
     ) -> Result<Registry, String> {
         let empty = Arc::new(crate::msgpack::encode_table(&toml::Table::new()));
         let mut entries: Vec<Arc<Entry>> = builtins
             .into_iter()
-            .map(|handle| {
+            .map(|(handle, properties)| {
                 Arc::new(Entry {
                     link: HostLink::leak(handle.provider()),
                     handle,
+                    properties,
                     origin: Origin::Builtin,
                     ext_config: Arc::clone(&empty),
                 })
@@ -97,6 +108,7 @@ impl Registry {
             for (handle, link) in ext.capabilities {
                 entries.push(Arc::new(Entry {
                     handle,
+                    properties: Properties::default(),
                     origin: Origin::Library {
                         extension: ext.name.clone(),
                         path: ext.path.clone(),
@@ -155,11 +167,12 @@ impl Registry {
     pub fn resolve(&self, manifest: &Manifest) -> Result<CellCapabilities, String> {
         let cell = &manifest.name;
         let mut declared = Vec::new();
-        for name in builtin::ALWAYS_ON
+        let always_on = self
+            .entries
             .iter()
-            .copied()
-            .chain(manifest.capabilities.iter().map(String::as_str))
-        {
+            .filter(|e| e.properties.always_on)
+            .map(|e| e.name());
+        for name in always_on.chain(manifest.capabilities.iter().map(String::as_str)) {
             let providers = self.providers_of(name);
             let chosen = match (providers.as_slice(), manifest.providers.get(name)) {
                 ([], _) => {
@@ -206,6 +219,11 @@ impl Registry {
         })
     }
 
+    /// Whether a cell that declares capability `name` needs the HTTP listener.
+    pub fn listens(&self, name: &str) -> bool {
+        self.providers_of(name).iter().any(|e| e.properties.listens)
+    }
+
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
         for entry in &self.entries {
@@ -223,4 +241,155 @@ fn describe(entries: &[&Arc<Entry>]) -> String {
         .map(|e| format!("{:?} from {}", e.provider(), e.origin))
         .collect::<Vec<_>>()
         .join(" and ")
+}
+
+#[cfg(test)]
+mod tests {
+    use pulp_ext_api::{Capability, CapabilityHandle, HostImport};
+
+    use super::{Properties, Registry};
+    use crate::manifest::Manifest;
+
+    /// A capability named `name` from `provider`, with one import `import`.
+    struct Fake {
+        name: &'static str,
+        provider: &'static str,
+        import: &'static str,
+    }
+
+    impl Capability for Fake {
+        fn name(&self) -> &str {
+            self.name
+        }
+
+        fn provider(&self) -> &str {
+            self.provider
+        }
+
+        fn imports(&self) -> Vec<HostImport> {
+            vec![HostImport::new(self.import, &[], |_, _| Ok(()))]
+        }
+    }
+
+    fn entry(fake: Fake, always_on: bool) -> (CapabilityHandle, Properties) {
+        let properties = Properties {
+            always_on,
+            listens: false,
+        };
+        (CapabilityHandle::builtin(fake).unwrap(), properties)
+    }
+
+    fn fake(name: &'static str, provider: &'static str, import: &'static str) -> Fake {
+        Fake {
+            name,
+            provider,
+            import,
+        }
+    }
+
+    fn manifest(dir: &tempfile::TempDir, body: &str) -> Manifest {
+        std::fs::write(dir.path().join("cell.wasm"), b"").unwrap();
+        let path = dir.path().join("cell.toml");
+        std::fs::write(
+            &path,
+            format!("name = \"alpha\"\nversion = \"0.1.0\"\n{body}"),
+        )
+        .unwrap();
+        Manifest::load(&path).unwrap()
+    }
+
+    fn names(entries: &[std::sync::Arc<super::Entry>]) -> Vec<(&str, &str)> {
+        entries.iter().map(|e| (e.name(), e.provider())).collect()
+    }
+
+    #[test]
+    fn a_cell_gets_what_it_declares_and_what_is_always_on() {
+        let registry = Registry::new(
+            vec![
+                entry(fake("core.x", "pulp", "x"), true),
+                entry(fake("a.cap", "pulp", "a"), false),
+                entry(fake("b.cap", "pulp", "b"), false),
+            ],
+            Vec::new(),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let caps = registry
+            .resolve(&manifest(&dir, "capabilities = [\"b.cap\"]\n"))
+            .unwrap();
+        assert_eq!(
+            names(&caps.declared),
+            [("core.x", "pulp"), ("b.cap", "pulp")]
+        );
+        assert_eq!(names(&caps.undeclared), [("a.cap", "pulp")]);
+
+        let err = registry
+            .resolve(&manifest(&dir, "capabilities = [\"nope.cap\"]\n"))
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("\"nope.cap\" is declared but nothing provides it"),
+            "{err}"
+        );
+        assert!(err.contains("available: core.x, a.cap, b.cap"), "{err}");
+    }
+
+    #[test]
+    fn two_providers_need_a_pin_and_a_pin_picks_one() {
+        let registry = Registry::new(
+            vec![
+                entry(fake("s.cap", "one", "s"), false),
+                entry(fake("s.cap", "two", "s"), false),
+            ],
+            Vec::new(),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let err = registry
+            .resolve(&manifest(&dir, "capabilities = [\"s.cap\"]\n"))
+            .err()
+            .unwrap();
+        assert!(err.contains("has 2 providers"), "{err}");
+        assert!(err.contains("[providers] \"s.cap\" = \"one\""), "{err}");
+
+        let pinned = "capabilities = [\"s.cap\"]\n[providers]\n\"s.cap\" = \"two\"\n";
+        let caps = registry.resolve(&manifest(&dir, pinned)).unwrap();
+        assert_eq!(names(&caps.declared), [("s.cap", "two")]);
+
+        let wrong = "capabilities = [\"s.cap\"]\n[providers]\n\"s.cap\" = \"three\"\n";
+        let err = registry.resolve(&manifest(&dir, wrong)).err().unwrap();
+        assert!(
+            err.contains("pins \"s.cap\" to \"three\", which does not provide it"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_import_name_belongs_to_one_capability() {
+        let err = Registry::new(
+            vec![
+                entry(fake("a.cap", "pulp", "shared"), false),
+                entry(fake("b.cap", "pulp", "shared"), false),
+            ],
+            Vec::new(),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.contains("import pulp.shared is provided by capability a.cap"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn listening_is_a_property_of_the_capability() {
+        let io = tokio::runtime::Runtime::new().unwrap();
+        let services =
+            crate::builtin::Services::new(io.handle().clone(), Default::default()).unwrap();
+        let registry = Registry::new(crate::builtin::all(&services), Vec::new()).unwrap();
+        assert!(registry.listens("transport.http.inbound"));
+        assert!(registry.listens("transport.sse"));
+        assert!(!registry.listens("transport.http.outbound"));
+        assert!(!registry.listens("storage.sqlite"));
+    }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, DirBuilder, DirBuilderExt, OpenOptions, OpenOptionsExt};
-use pulp_ext_api::{Args, Capability, CellState, Code, Guest, HostImport, SetupEnv, ValType};
+use pulp_ext_api::{Capability, CellState, Code, Guest, HostImport, SetupEnv};
 
 use super::quota::{CellQuota, Quotas};
 
@@ -54,17 +54,13 @@ impl Capability for Files {
     }
 
     fn imports(&self) -> Vec<HostImport> {
-        let i32s = |n| vec![ValType::I32; n];
         vec![
-            HostImport::new("fs_read", &i32s(4), |guest, args| {
-                let cell = guest.state::<CellFiles>()?;
-                let data = read_file(guest, args, cell)?;
-                guest.return_bytes(args, 2, &data)
+            HostImport::inputs_output("fs_read", |guest, [path]| {
+                read_file(guest, sandbox_path(guest, path)?, guest.state()?)
             }),
-            HostImport::new("fs_write", &i32s(4), |guest, args| {
+            HostImport::inputs("fs_write", |guest, [path, data]| {
                 let cell = guest.state::<CellFiles>()?;
-                let path = sandbox_path(guest, args, 0)?;
-                let data = guest.read_arg(args, 2)?;
+                let path = sandbox_path(guest, path)?;
                 match write_file(cell, path, data) {
                     Ok(true) => Ok(()),
                     Ok(false) => {
@@ -80,15 +76,12 @@ impl Capability for Files {
                     Err(e) => Err(io_code(guest, "write", path, e)),
                 }
             }),
-            HostImport::new("fs_delete", &i32s(2), |guest, args| {
-                let cell = guest.state::<CellFiles>()?;
-                let path = sandbox_path(guest, args, 0)?;
-                delete_path(cell, path).map_err(|e| io_code(guest, "delete", path, e))
+            HostImport::inputs("fs_delete", |guest, [path]| {
+                let path = sandbox_path(guest, path)?;
+                delete_path(guest.state()?, path).map_err(|e| io_code(guest, "delete", path, e))
             }),
-            HostImport::new("fs_list", &i32s(4), |guest, args| {
-                let cell = guest.state::<CellFiles>()?;
-                let listing = list_files(guest, args, cell)?;
-                guest.return_bytes(args, 2, &listing)
+            HostImport::inputs_output("fs_list", |guest, [prefix]| {
+                list_files(guest, prefix, guest.state()?)
             }),
         ]
     }
@@ -134,10 +127,10 @@ fn private_dir(path: &Path) -> io::Result<()> {
     std::fs::create_dir_all(path)
 }
 
-/// Reads the path argument at `args[index]` and refuses, before touching the
-/// disk, what can never name a file inside the sandbox.
-fn sandbox_path<'g>(guest: &'g Guest<'_>, args: Args<'_>, index: usize) -> Result<&'g str, Code> {
-    let path = guest.read_str_arg(args, index)?;
+/// Reads a path argument and refuses, before touching the disk, what can never
+/// name a file inside the sandbox.
+fn sandbox_path<'p>(guest: &Guest<'_>, path: &'p [u8]) -> Result<&'p str, Code> {
+    let path = std::str::from_utf8(path).map_err(|_| Code::DECODE)?;
     if path.is_empty() {
         return Err(Code::EMPTY);
     }
@@ -168,8 +161,7 @@ fn io_code(guest: &Guest<'_>, op: &str, path: &str, error: io::Error) -> Code {
     }
 }
 
-fn read_file(guest: &Guest<'_>, args: Args<'_>, cell: &CellFiles) -> Result<Vec<u8>, Code> {
-    let path = sandbox_path(guest, args, 0)?;
+fn read_file(guest: &Guest<'_>, path: &str, cell: &CellFiles) -> Result<Vec<u8>, Code> {
     let limit = guest.max_message_bytes();
     let read = || -> io::Result<Result<Vec<u8>, Code>> {
         let file = cell.files.open(path)?;
@@ -284,10 +276,10 @@ fn sync_parent(files: &Dir, path: &str) -> io::Result<()> {
 
 /// `fs_list(prefix)`: the paths of the cell's regular files that start with
 /// `prefix` (empty = all), sorted, as a MessagePack array of strings.
-fn list_files(guest: &Guest<'_>, args: Args<'_>, cell: &CellFiles) -> Result<Vec<u8>, Code> {
-    let prefix = match guest.read_str_arg(args, 0)? {
-        "" => "",
-        _ => sandbox_path(guest, args, 0)?,
+fn list_files(guest: &Guest<'_>, prefix: &[u8], cell: &CellFiles) -> Result<Vec<u8>, Code> {
+    let prefix = match prefix {
+        b"" => "",
+        _ => sandbox_path(guest, prefix)?,
     };
     let (base, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
     let limit = guest.max_message_bytes();
@@ -368,4 +360,106 @@ fn walk(dir: &Dir, at: &str, listing: &mut Listing<'_>) -> io::Result<bool> {
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testenv;
+
+    fn names(listing: &[u8]) -> Vec<String> {
+        rmp_serde::from_slice(listing).unwrap()
+    }
+
+    #[test]
+    fn files_round_trip_list_and_delete() {
+        let io = tokio::runtime::Runtime::new().unwrap();
+        let (_services, caps) = testenv::builtins(&io);
+        let fs = testenv::find(&caps, super::NAME);
+        let dir = tempfile::tempdir().unwrap();
+        let mut cell = testenv::cell(fs, "alpha", dir.path());
+
+        assert_eq!(
+            cell.call(fs, "fs_write", &[b"notes/a.txt", b"hello"], false),
+            Ok(vec![])
+        );
+        assert_eq!(
+            cell.call(fs, "fs_read", &[b"notes/a.txt"], true),
+            Ok(b"hello".to_vec())
+        );
+        let on_disk = std::fs::read(dir.path().join("alpha/files/notes/a.txt")).unwrap();
+        assert_eq!(on_disk, b"hello");
+        assert_eq!(
+            cell.call(fs, "fs_write", &[b"b.txt", b""], false),
+            Ok(vec![])
+        );
+        let all = cell.call(fs, "fs_list", &[b""], true).unwrap();
+        assert_eq!(names(&all), ["b.txt", "notes/a.txt"]);
+        let notes = cell.call(fs, "fs_list", &[b"notes/"], true).unwrap();
+        assert_eq!(names(&notes), ["notes/a.txt"]);
+        assert_eq!(
+            cell.call(fs, "fs_delete", &[b"notes/a.txt"], false),
+            Ok(vec![])
+        );
+        assert_eq!(cell.call(fs, "fs_read", &[b"notes/a.txt"], true), Err(6));
+        assert_eq!(cell.call(fs, "fs_delete", &[b"notes/a.txt"], false), Err(6));
+    }
+
+    #[test]
+    fn paths_that_cannot_name_a_file_inside_are_refused() {
+        let io = tokio::runtime::Runtime::new().unwrap();
+        let (_services, caps) = testenv::builtins(&io);
+        let fs = testenv::find(&caps, super::NAME);
+        let dir = tempfile::tempdir().unwrap();
+        let mut cell = testenv::cell(fs, "alpha", dir.path());
+        std::fs::write(dir.path().join("secret"), b"outside").unwrap();
+        std::os::unix::fs::symlink(
+            dir.path().join("secret"),
+            dir.path().join("alpha/files/link"),
+        )
+        .unwrap();
+
+        let refused: [&[u8]; 6] = [
+            b"/etc/passwd",
+            b"../secret",
+            b"a/../../secret",
+            b"a\0b",
+            b"link",
+            b"..",
+        ];
+        for path in refused {
+            assert_eq!(cell.call(fs, "fs_read", &[path], true), Err(4), "{path:?}");
+            assert_eq!(
+                cell.call(fs, "fs_write", &[path, b"x"], false),
+                Err(4),
+                "{path:?}"
+            );
+        }
+        assert_eq!(cell.call(fs, "fs_read", &[b""], true), Err(1));
+        assert_eq!(cell.call(fs, "fs_read", &[b"\xff"], true), Err(3));
+        assert_eq!(
+            std::fs::read(dir.path().join("secret")).unwrap(),
+            b"outside"
+        );
+    }
+
+    #[test]
+    fn each_cell_has_its_own_files() {
+        let io = tokio::runtime::Runtime::new().unwrap();
+        let (_services, caps) = testenv::builtins(&io);
+        let fs = testenv::find(&caps, super::NAME);
+        let dir = tempfile::tempdir().unwrap();
+        let mut alpha = testenv::cell(fs, "alpha", dir.path());
+        let mut beta = testenv::cell(fs, "beta", dir.path());
+
+        assert_eq!(
+            alpha.call(fs, "fs_write", &[b"doc", b"alpha's"], false),
+            Ok(vec![])
+        );
+        assert_eq!(beta.call(fs, "fs_read", &[b"doc"], true), Err(6));
+        assert_eq!(
+            beta.call(fs, "fs_read", &[b"../alpha/files/doc"], true),
+            Err(4)
+        );
+        assert!(names(&beta.call(fs, "fs_list", &[b""], true).unwrap()).is_empty());
+    }
 }

@@ -2,18 +2,16 @@
 //! database for each cell, both under the cell's storage directory. Each is a
 //! built-in `Capability` like any extension's.
 
-mod fs;
+pub(crate) mod fs;
 mod quota;
 pub(crate) mod sqlite;
 
 use std::sync::Arc;
 
-use pulp_ext_api::CapabilityHandle;
-
 pub use quota::DEFAULT_MAX_STORAGE_BYTES;
 use quota::Quotas;
 
-/// The storage capabilities and the quotas they share.
+/// What the storage capabilities share: each cell's quota.
 #[derive(Clone, Default)]
 pub struct Storage {
     quotas: Arc<Quotas>,
@@ -25,13 +23,8 @@ impl Storage {
         self.quotas.set_limit(cell, bytes);
     }
 
-    pub fn capabilities(&self) -> Vec<CapabilityHandle> {
-        [
-            CapabilityHandle::builtin(fs::Files::new(Arc::clone(&self.quotas))),
-            CapabilityHandle::builtin(sqlite::Databases::new(Arc::clone(&self.quotas))),
-        ]
-        .into_iter()
-        .map(|handle| handle.expect("built-in capabilities describe themselves"))
-        .collect()
+    /// The quotas, for the storage capabilities.
+    pub(crate) fn quotas(&self) -> Arc<Quotas> {
+        Arc::clone(&self.quotas)
     }
 }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use pulp_ext_api::{Args, Capability, CellState, Code, Guest, HostImport, SetupEnv, ValType};
+use pulp_ext_api::{Capability, CellState, Code, Guest, HostImport, SetupEnv};
 use rmp::encode;
 use rusqlite::config::DbConfig;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
@@ -237,29 +237,19 @@ impl Capability for Databases {
     }
 
     fn imports(&self) -> Vec<HostImport> {
-        [
-            ("sqlite_exec", Shape::Nothing),
-            ("sqlite_exec_result", Shape::Changes),
-            ("sqlite_query", Shape::Rows),
-            ("sqlite_query_table", Shape::Table),
-        ]
-        .into_iter()
-        .map(|(name, shape)| {
-            let arity = if matches!(shape, Shape::Nothing) {
-                4
-            } else {
-                6
-            };
-            HostImport::new(name, &vec![ValType::I32; arity], move |guest, args| {
-                let db = guest.state::<CellDb>()?;
-                let out = call(guest, args, db, shape)?;
-                match shape {
-                    Shape::Nothing => Ok(()),
-                    _ => guest.return_bytes(args, 4, &out),
-                }
+        let returning = |name, shape| {
+            HostImport::inputs_output(name, move |guest, [sql, params]| {
+                call(guest, sql, params, shape)
             })
-        })
-        .collect()
+        };
+        vec![
+            HostImport::inputs("sqlite_exec", |guest, [sql, params]| {
+                call(guest, sql, params, Shape::Nothing).map(drop)
+            }),
+            returning("sqlite_exec_result", Shape::Changes),
+            returning("sqlite_query", Shape::Rows),
+            returning("sqlite_query_table", Shape::Table),
+        ]
     }
 
     fn setup(&self, env: &SetupEnv) -> Result<CellState, String> {
@@ -321,12 +311,13 @@ impl Capability for Databases {
     }
 }
 
-fn call(guest: &Guest<'_>, args: Args<'_>, db: &CellDb, shape: Shape) -> Result<Vec<u8>, Code> {
-    let sql = guest.read_str_arg(args, 0)?;
+fn call(guest: &Guest<'_>, sql: &[u8], params: &[u8], shape: Shape) -> Result<Vec<u8>, Code> {
+    let db = guest.state::<CellDb>()?;
+    let sql = std::str::from_utf8(sql).map_err(|_| Code::DECODE)?;
     if sql.trim().is_empty() {
         return Err(Code::EMPTY);
     }
-    let params = decode_params(guest.read_arg(args, 2)?).ok_or(Code::DECODE)?;
+    let params = decode_params(params).ok_or(Code::DECODE)?;
     let limit = guest.max_message_bytes();
     let conn = db.lock();
     // The database may hold what the quota leaves after the cell's files.
@@ -533,4 +524,74 @@ pub(crate) fn decode_params(bytes: &[u8]) -> Option<Vec<ValueRef<'_>>> {
         });
     }
     reader.is_done().then_some(params)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testenv;
+
+    #[test]
+    fn statements_run_and_rows_come_back() {
+        let io = tokio::runtime::Runtime::new().unwrap();
+        let (_services, caps) = testenv::builtins(&io);
+        let db = testenv::find(&caps, super::NAME);
+        let dir = tempfile::tempdir().unwrap();
+        let mut cell = testenv::cell(db, "alpha", dir.path());
+        let none = [0x90u8]; // an empty MessagePack array: no parameters
+
+        let create = b"CREATE TABLE t (a INTEGER, b TEXT)";
+        assert_eq!(
+            cell.call(db, "sqlite_exec", &[create, &none], false),
+            Ok(vec![])
+        );
+        let params = rmp_serde::to_vec(&(7, "seven")).unwrap();
+        let insert = b"INSERT INTO t VALUES (?, ?)";
+        assert_eq!(
+            cell.call(db, "sqlite_exec", &[insert, &params], false),
+            Ok(vec![])
+        );
+        let rows = cell
+            .call(db, "sqlite_query", &[b"SELECT a, b FROM t", &none], true)
+            .unwrap();
+        let rows: Vec<(i64, String)> = rmp_serde::from_slice(&rows).unwrap();
+        assert_eq!(rows, [(7, "seven".to_owned())]);
+
+        // The rows are in the cell's own database file.
+        let file = rusqlite::Connection::open(dir.path().join("alpha/data.db")).unwrap();
+        let b: String = file.query_row("SELECT b FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(b, "seven");
+    }
+
+    #[test]
+    fn bad_input_gets_its_code() {
+        let io = tokio::runtime::Runtime::new().unwrap();
+        let (_services, caps) = testenv::builtins(&io);
+        let db = testenv::find(&caps, super::NAME);
+        let dir = tempfile::tempdir().unwrap();
+        let mut cell = testenv::cell(db, "alpha", dir.path());
+        let none = [0x90u8]; // an empty MessagePack array: no parameters
+
+        assert_eq!(cell.call(db, "sqlite_exec", &[b"  ", &none], false), Err(1));
+        assert_eq!(
+            cell.call(db, "sqlite_exec", &[b"\xff", &none], false),
+            Err(3)
+        );
+        assert_eq!(
+            cell.call(db, "sqlite_exec", &[b"SELECT 1", b"\xc1"], false),
+            Err(3)
+        );
+        assert_eq!(
+            cell.call(db, "sqlite_exec", &[b"NOT SQL", &none], false),
+            Err(5)
+        );
+        let attach = format!(
+            "ATTACH DATABASE '{}' AS other",
+            dir.path().join("x.db").display()
+        );
+        assert_eq!(
+            cell.call(db, "sqlite_exec", &[attach.as_bytes(), &none], false),
+            Err(4)
+        );
+        assert!(!dir.path().join("x.db").exists());
+    }
 }

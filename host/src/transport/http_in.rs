@@ -12,9 +12,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use pulp_ext_api::{
-    Capability, CellState, Code, DeliverError, HostHandle, HostImport, SetupEnv, ValType,
-};
+use pulp_ext_api::{Capability, CellState, Code, DeliverError, HostHandle, HostImport, SetupEnv};
 use rmp::encode;
 use serde::Deserialize;
 use tokio::sync::oneshot;
@@ -268,38 +266,28 @@ impl Capability for HttpInbound {
 
     fn imports(&self) -> Vec<HostImport> {
         let shared = Arc::clone(&self.0);
-        let register = HostImport::new(
-            "http_register",
-            &[ValType::I32, ValType::I32],
-            move |guest, args| {
-                let req: RegisterRequest = super::decode_arg(guest, args)?;
-                let target = guest.state::<Arc<Target>>()?;
-                shared.http.register(target, &req.method, &req.path)
-            },
-        );
+        let register = HostImport::request("http_register", move |guest, req: RegisterRequest| {
+            let target = guest.state::<Arc<Target>>()?;
+            shared.http.register(target, &req.method, &req.path)
+        });
         let shared = Arc::clone(&self.0);
-        let respond = HostImport::new(
-            "http_respond",
-            &[ValType::I32, ValType::I32],
-            move |guest, args| {
-                let bytes = guest.read_arg(args, 0)?;
-                if bytes.is_empty() {
-                    return Err(Code::EMPTY);
-                }
-                let (id, response) = decode_reply(bytes).ok_or(Code::DECODE)?;
-                let mut pending = shared.http.pending.lock().unwrap();
-                let target = guest.state::<Arc<Target>>()?;
-                match pending.by_id.get(&id) {
-                    Some(p) if Arc::ptr_eq(&p.target, target) => {}
-                    _ => return Err(Code::REFUSED),
-                }
-                let p = pending.remove(id).expect("checked above");
-                drop(pending);
-                // The listener may have given up (timeout, client gone): nothing to do.
-                let _ = p.reply.send(Some(response));
-                Ok(())
-            },
-        );
+        let respond = HostImport::inputs("http_respond", move |guest, [bytes]| {
+            if bytes.is_empty() {
+                return Err(Code::EMPTY);
+            }
+            let (id, response) = decode_reply(bytes).ok_or(Code::DECODE)?;
+            let mut pending = shared.http.pending.lock().unwrap();
+            let target = guest.state::<Arc<Target>>()?;
+            match pending.by_id.get(&id) {
+                Some(p) if Arc::ptr_eq(&p.target, target) => {}
+                _ => return Err(Code::REFUSED),
+            }
+            let p = pending.remove(id).expect("checked above");
+            drop(pending);
+            // The listener may have given up (timeout, client gone): nothing to do.
+            let _ = p.reply.send(Some(response));
+            Ok(())
+        });
         vec![register, respond]
     }
 
@@ -561,6 +549,51 @@ pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_route_belongs_to_one_cell_and_so_do_its_replies() {
+        let io = tokio::runtime::Runtime::new().unwrap();
+        let (services, caps) = crate::testenv::builtins(&io);
+        let http = crate::testenv::find(&caps, NAME);
+        let dir = tempfile::tempdir().unwrap();
+        let mut alpha = crate::testenv::cell(http, "alpha", dir.path());
+        let mut beta = crate::testenv::cell(http, "beta", dir.path());
+        let route = |method: &str, path: &str| {
+            let mut map = std::collections::BTreeMap::new();
+            map.insert("method", method);
+            map.insert("path", path);
+            rmp_serde::to_vec_named(&map).unwrap()
+        };
+
+        assert_eq!(
+            alpha.call(http, "http_register", &[&route("GET", "/a/:id")], false),
+            Ok(vec![])
+        );
+        // Again by the same cell: nothing changes.
+        assert_eq!(
+            alpha.call(http, "http_register", &[&route("get", "/a/:id")], false),
+            Ok(vec![])
+        );
+        // The same shape by another cell: refused, and kept as a conflict.
+        assert_eq!(
+            beta.call(http, "http_register", &[&route("GET", "/a/:name")], false),
+            Err(4)
+        );
+        assert_eq!(services.transport.conflicts().len(), 1);
+        assert_eq!(
+            beta.call(http, "http_register", &[&route("GET", "a")], false),
+            Err(3)
+        );
+        assert_eq!(beta.call(http, "http_register", &[b""], false), Err(1));
+
+        // A reply for a request the cell was not given is refused.
+        let reply = rmp_serde::to_vec_named(&std::collections::BTreeMap::from([
+            ("id", 1u64),
+            ("status", 200),
+        ]))
+        .unwrap();
+        assert_eq!(beta.call(http, "http_respond", &[&reply], false), Err(4));
+    }
 
     #[test]
     fn replies_decode_into_responses() {

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pulp_ext_api::{Capability, CellState, Code, HostImport, SetupEnv, ValType};
+use pulp_ext_api::{Capability, CellState, Code, HostImport, SetupEnv};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde::{Deserialize, Serialize};
 
@@ -195,17 +195,13 @@ impl Capability for HttpOutbound {
 
     fn imports(&self) -> Vec<HostImport> {
         let shared = Arc::clone(&self.0);
-        let params = [ValType::I32, ValType::I32, ValType::I32, ValType::I32];
-        vec![HostImport::new(
+        vec![HostImport::request_output(
             "http_fetch",
-            &params,
-            move |guest, args| {
-                let req: FetchRequest = super::decode_arg(guest, args)?;
+            move |guest, req: FetchRequest| {
                 let cell = guest.cell().to_owned();
                 let limits = guest.state::<super::CellLimits>()?;
                 let response = fetch(&shared, &cell, limits, req)?;
-                let encoded = rmp_serde::to_vec_named(&response).map_err(|_| Code::FAILED)?;
-                guest.return_bytes(args, 2, &encoded)
+                rmp_serde::to_vec_named(&response).map_err(|_| Code::FAILED)
             },
         )]
     }

@@ -3,9 +3,9 @@
 //! the state the listener reads.
 
 pub(crate) mod http_in;
-mod http_out;
-mod sse;
-mod ws;
+pub(crate) mod http_out;
+pub(crate) mod sse;
+pub(crate) mod ws;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
-use pulp_ext_api::{Args, CapabilityHandle, Code, Guest, HostHandle, SetupEnv};
+use pulp_ext_api::{Code, HostHandle, SetupEnv};
 
 /// What the transports need to know of a cell that declares one of them.
 #[derive(Clone, Debug)]
@@ -98,14 +98,14 @@ pub struct Transport {
     shared: Arc<Shared>,
 }
 
-/// The names of the capabilities that accept connections on the listener.
-pub const LISTENING: &[&str] = &[http_in::NAME, ws::NAME, sse::NAME];
-
 impl Transport {
     pub fn new(
         runtime: tokio::runtime::Handle,
         listener: ListenerLimits,
     ) -> Result<Transport, String> {
+        // One TLS crypto provider for the listener and outbound fetches; the
+        // first installation wins, so a second transport changes nothing.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let fetch = http_out::Fetcher::new()?;
         Ok(Transport {
             shared: Arc::new(Shared {
@@ -119,17 +119,9 @@ impl Transport {
         })
     }
 
-    pub fn capabilities(&self) -> Vec<CapabilityHandle> {
-        let shared = &self.shared;
-        [
-            CapabilityHandle::builtin(http_in::HttpInbound(Arc::clone(shared))),
-            CapabilityHandle::builtin(http_out::HttpOutbound(Arc::clone(shared))),
-            CapabilityHandle::builtin(ws::WsInbound(Arc::clone(shared))),
-            CapabilityHandle::builtin(sse::ServerSentEvents(Arc::clone(shared))),
-        ]
-        .into_iter()
-        .map(|c| c.expect("built-in capabilities describe themselves"))
-        .collect()
+    /// What the transport capabilities share with the listener.
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        Arc::clone(&self.shared)
     }
 
     /// Route conflicts between cells seen so far, one message each.
@@ -166,21 +158,9 @@ async fn dispatch(
     http_in::handle(shared, remote, request).await
 }
 
-/// Decodes the MessagePack argument at `args[0]`, `args[1]`.
-fn decode_arg<T: serde::de::DeserializeOwned>(
-    guest: &Guest<'_>,
-    args: Args<'_>,
-) -> Result<T, Code> {
-    let bytes = guest.read_arg(args, 0)?;
-    if bytes.is_empty() {
-        return Err(Code::EMPTY);
-    }
-    rmp_serde::from_slice(bytes).map_err(|_| Code::DECODE)
-}
-
 /// The raw path argument of `ws_register` and `sse_register`.
-fn path_arg<'g>(guest: &'g Guest<'_>, args: Args<'_>) -> Result<&'g str, Code> {
-    let path = guest.read_str_arg(args, 0)?;
+fn path_arg(path: &[u8]) -> Result<&str, Code> {
+    let path = std::str::from_utf8(path).map_err(|_| Code::DECODE)?;
     if path.is_empty() {
         return Err(Code::EMPTY);
     }

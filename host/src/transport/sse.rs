@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use pulp_ext_api::{Capability, CellState, Code, HostImport, SetupEnv, ValType};
+use pulp_ext_api::{Capability, CellState, Code, HostImport, SetupEnv};
 use serde::Deserialize;
 use tokio::sync::broadcast;
 use tokio_stream::StreamExt;
@@ -125,10 +125,9 @@ impl Capability for ServerSentEvents {
     }
 
     fn imports(&self) -> Vec<HostImport> {
-        let pair = [ValType::I32, ValType::I32];
         let shared = Arc::clone(&self.0);
-        let register = HostImport::new("sse_register", &pair, move |guest, args| {
-            let path = super::path_arg(guest, args)?;
+        let register = HostImport::inputs("sse_register", move |guest, [path]| {
+            let path = super::path_arg(path)?;
             let mut paths = shared.sse.paths.write().unwrap();
             let target = guest.state::<Arc<TransportCell>>()?;
             match paths.get(path) {
@@ -155,8 +154,7 @@ impl Capability for ServerSentEvents {
             }
         });
         let shared = Arc::clone(&self.0);
-        let emit = HostImport::new("sse_emit", &pair, move |guest, args| {
-            let req: EmitRequest = super::decode_arg(guest, args)?;
+        let emit = HostImport::request("sse_emit", move |guest, req: EmitRequest| {
             // A line break would end the field early and forge others.
             let breaks =
                 |s: &Option<String>| s.as_deref().is_some_and(|s| s.contains(['\n', '\r']));

@@ -10,7 +10,7 @@ use axum::extract::{FromRequestParts, Request};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
-use pulp_ext_api::{Capability, CellState, Code, HostHandle, HostImport, SetupEnv, ValType};
+use pulp_ext_api::{Capability, CellState, Code, HostHandle, HostImport, SetupEnv};
 use rmp::encode;
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -299,11 +299,10 @@ impl Capability for WsInbound {
     }
 
     fn imports(&self) -> Vec<HostImport> {
-        let pair = [ValType::I32, ValType::I32];
         let shared = Arc::clone(&self.0);
-        let register = HostImport::new("ws_register", &pair, move |guest, args| {
+        let register = HostImport::inputs("ws_register", move |guest, [path]| {
             let target = guest.state::<Arc<TransportCell>>()?;
-            let path = super::path_arg(guest, args)?;
+            let path = super::path_arg(path)?;
             let mut routes = shared.ws.routes.write().unwrap();
             match routes.get(path) {
                 Some(owner) if !Arc::ptr_eq(&owner.cell, target) => {
@@ -328,8 +327,7 @@ impl Capability for WsInbound {
             }
         });
         let shared = Arc::clone(&self.0);
-        let send = HostImport::new("ws_send", &pair, move |guest, args| {
-            let req: SendRequest = super::decode_arg(guest, args)?;
+        let send = HostImport::request("ws_send", move |guest, req: SendRequest| {
             let message = match req.opcode {
                 1 => Message::Text(
                     String::from_utf8(req.payload)
@@ -361,8 +359,7 @@ impl Capability for WsInbound {
             Ok(())
         });
         let shared = Arc::clone(&self.0);
-        let close = HostImport::new("ws_close", &pair, move |guest, args| {
-            let req: CloseRequest = super::decode_arg(guest, args)?;
+        let close = HostImport::request("ws_close", move |guest, req: CloseRequest| {
             let target = guest.state::<Arc<TransportCell>>()?;
             let mut conns = shared.ws.conns.lock().unwrap();
             match conns.get(&req.conn_id) {

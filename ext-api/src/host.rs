@@ -7,27 +7,36 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use abi_stable::prefix_type::WithMetadata;
 use abi_stable::std_types::{RSlice, RStr};
 use abi_stable::StableAbi;
+use pulp_wire::Level as Wire;
 
-/// Log levels, in the order of the `log` host import (0 trace .. 4 error).
+/// Log levels as they cross the extension interface, with the values of
+/// [`pulp_wire::Level`]; the type itself stays here, since its layout is part of
+/// interface 1.0.
 #[repr(u8)]
 #[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
-    Trace = 0,
-    Debug = 1,
-    Info = 2,
-    Warn = 3,
-    Error = 4,
+    Trace = Wire::Trace as u8,
+    Debug = Wire::Debug as u8,
+    Info = Wire::Info as u8,
+    Warn = Wire::Warn as u8,
+    Error = Wire::Error as u8,
 }
 
 impl Level {
     /// The level of a raw `log` import argument; out-of-range values clamp to the ends.
     pub fn from_raw(raw: i32) -> Level {
-        match raw {
-            i32::MIN..=0 => Level::Trace,
-            1 => Level::Debug,
-            2 => Level::Info,
-            3 => Level::Warn,
-            _ => Level::Error,
+        Level::from(Wire::from_raw(raw))
+    }
+}
+
+impl From<Wire> for Level {
+    fn from(level: Wire) -> Level {
+        match level {
+            Wire::Trace => Level::Trace,
+            Wire::Debug => Level::Debug,
+            Wire::Info => Level::Info,
+            Wire::Warn => Level::Warn,
+            Wire::Error => Level::Error,
         }
     }
 }

@@ -17,9 +17,9 @@ use crate::config::Settings;
 /// `SignatureDoesNotMatch`) or anything else the server refuses.
 pub const S3_ERROR: Code = Code::REFUSED;
 /// No usable configuration: no bucket, or half a key pair.
-pub const CONFIG_MISSING: Code = Code::new(10);
+pub const CONFIG_MISSING: Code = pulp_wire::code::s3::CONFIG_MISSING;
 /// The server answered `AccessDenied`.
-pub const ACCESS_DENIED: Code = Code::new(11);
+pub const ACCESS_DENIED: Code = pulp_wire::code::s3::ACCESS_DENIED;
 
 /// The runtime every S3 call runs on, started with the first cell that declares
 /// `storage.s3`. Import callbacks block on it from the cells' threads; no handle

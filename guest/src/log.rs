@@ -4,14 +4,7 @@
 use crate::raw;
 use crate::Code;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Level {
-    Trace = 0,
-    Debug = 1,
-    Info = 2,
-    Warn = 3,
-    Error = 4,
-}
+pub use pulp_wire::Level;
 
 /// Logs `message` at `level`, returning the host's code.
 pub fn write(level: Level, message: &str) -> Result<(), Code> {

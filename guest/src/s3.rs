@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::{raw, Code, HostBuf};
 
 /// The extension has no usable configuration (no bucket).
-pub const CONFIG_MISSING: Code = Code::from_raw(10);
+pub const CONFIG_MISSING: Code = pulp_wire::code::s3::CONFIG_MISSING;
 /// The server refused the operation with `AccessDenied`.
-pub const ACCESS_DENIED: Code = Code::from_raw(11);
+pub const ACCESS_DENIED: Code = pulp_wire::code::s3::ACCESS_DENIED;
 
 #[derive(Serialize)]
 struct KeyRequest<'a> {

@@ -1,10 +1,9 @@
 use serde::Deserialize;
 
+use pulp_wire::envelope::Header;
+
 use crate::msgpack::{self, MapEntries};
 use crate::Error;
-
-/// Call number (u64), wall-clock time (u64), payload length (u32).
-const HEADER_LEN: usize = 20;
 
 /// One step envelope, borrowed from the buffer the host wrote for this call:
 /// the borrow ends with `pulp_step`, as the host may reuse the buffer.
@@ -20,29 +19,15 @@ pub struct Step<'a> {
 impl<'a> Step<'a> {
     /// Checks the header against the buffer and decodes the event, if any.
     pub fn parse(envelope: &'a [u8]) -> Result<Step<'a>, Error> {
-        let Some((header, payload)) = envelope.split_first_chunk::<HEADER_LEN>() else {
-            return Err(Error::new(format!(
-                "envelope is {} bytes, shorter than the {HEADER_LEN}-byte header",
-                envelope.len()
-            )));
-        };
-        let call = u64::from_le_bytes(field(header, 0));
-        let time_ns = u64::from_le_bytes(field(header, 8));
-        let payload_len = u32::from_le_bytes(field(header, 16));
-        if payload.len() != payload_len as usize {
-            return Err(Error::new(format!(
-                "header gives a {payload_len}-byte payload but {} bytes follow",
-                payload.len()
-            )));
-        }
+        let (header, payload) = Header::split(envelope).map_err(|e| Error::new(e.to_string()))?;
         let event = match payload {
             [] => None,
             _ => Some(Event::parse(payload)?),
         };
         Ok(Step {
-            call,
-            time_ns,
-            payload_len,
+            call: header.call,
+            time_ns: header.time_ns,
+            payload_len: header.payload_len,
             payload,
             event,
         })
@@ -72,12 +57,6 @@ impl<'a> Step<'a> {
     pub fn event(&self) -> Option<Event<'a>> {
         self.event
     }
-}
-
-fn field<const N: usize>(header: &[u8; HEADER_LEN], at: usize) -> [u8; N] {
-    let mut bytes = [0; N];
-    bytes.copy_from_slice(&header[at..at + N]);
-    bytes
 }
 
 /// A `StepEvent`: `{kind: str, payload: <any value>}`.

@@ -234,34 +234,6 @@ impl<'a> Reader<'a> {
     }
 }
 
-const KIND_KEY: &[u8] = b"\xa4kind";
-const PAYLOAD_KEY: &[u8] = b"\xa7payload";
-
-/// The size of the StepEvent map `{kind, payload}` with `payload` embedded inline.
-pub fn step_event_len(kind: &str, payload: &[u8]) -> usize {
-    1 + KIND_KEY.len() + str_header_len(kind.len()) + kind.len() + PAYLOAD_KEY.len() + payload.len()
-}
-
-fn str_header_len(len: usize) -> usize {
-    match len {
-        0..=31 => 1,
-        32..=255 => 2,
-        256..=65_535 => 3,
-        _ => 5,
-    }
-}
-
-/// Writes the StepEvent map into `out`, which is exactly `step_event_len` long.
-pub fn write_step_event(out: &mut [u8], kind: &str, payload: &[u8]) {
-    let mut cursor = out;
-    // A slice writer cannot run short: the caller sized it with `step_event_len`.
-    encode::write_map_len(&mut cursor, 2).expect("sized buffer");
-    std::io::Write::write_all(&mut cursor, KIND_KEY).expect("sized buffer");
-    encode::write_str(&mut cursor, kind).expect("sized buffer");
-    std::io::Write::write_all(&mut cursor, PAYLOAD_KEY).expect("sized buffer");
-    std::io::Write::write_all(&mut cursor, payload).expect("sized buffer");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,16 +290,6 @@ mod tests {
         let bytes = rmp_serde::to_vec_named(&value).unwrap();
         check_one_value(&bytes).unwrap();
         assert!(check_one_value(&bytes[..bytes.len() - 1]).is_err());
-    }
-
-    #[test]
-    fn step_event_embeds_payload_inline() {
-        let payload = [0x81, 0xa1, b'a', 0x01];
-        let mut buf = vec![0; step_event_len("demo.ticker", &payload)];
-        write_step_event(&mut buf, "demo.ticker", &payload);
-        let value: rmpv_like::Event = rmp_serde::from_slice(&buf).unwrap();
-        assert_eq!(value.kind, "demo.ticker");
-        assert_eq!(value.payload.a, 1);
     }
 
     #[test]
@@ -402,17 +364,5 @@ mod tests {
         assert_eq!(lens(&[0xdd, 0, 1, 0, 0]), (None, Some(65536)));
         assert_eq!(lens(&[0xdf, 0, 0]), (None, None), "truncated length");
         assert_eq!(lens(&[0xa3]), (None, None), "a string is neither");
-    }
-
-    mod rmpv_like {
-        #[derive(serde::Deserialize)]
-        pub struct Payload {
-            pub a: i64,
-        }
-        #[derive(serde::Deserialize)]
-        pub struct Event {
-            pub kind: String,
-            pub payload: Payload,
-        }
     }
 }

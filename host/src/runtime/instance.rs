@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pulp_ext_api::{CellStateHandle, Code, GuestMemory, ValType};
+use pulp_wire::envelope::{self, Header};
 use wasmtime::{
     Caller, ExternType, FuncType, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder,
     Trap, TypedFunc, UpdateDeadline, ValRaw, WasmBacktrace,
@@ -14,10 +15,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 
 use super::Runtime;
 use super::output::CellOutput;
-use crate::msgpack;
 use crate::registry::{CellCapabilities, Entry, MAX_IMPORT_PARAMS, signature};
-
-const ENVELOPE_HEADER: usize = 20;
 
 /// Elements one table may hold (8 bytes each on the host): room for the
 /// function tables of large Go modules, far from a memory bomb.
@@ -543,8 +541,8 @@ impl Instance {
 
     /// One step: a tick when `event` is `None`. Returns `pulp_step`'s result.
     pub fn step(&mut self, event: Option<(&str, &[u8])>) -> Result<i32, Failure> {
-        let payload_len = event.map_or(0, |(kind, payload)| msgpack::step_event_len(kind, payload));
-        let total = ENVELOPE_HEADER + payload_len;
+        let payload_len = event.map_or(0, |(kind, payload)| envelope::event_len(kind, payload));
+        let total = envelope::HEADER_LEN + payload_len;
         let total32 = u32::try_from(total).map_err(|_| Failure::Setup("event too large".into()))?;
         let ptr = match self.envelope {
             Some((ptr, cap)) if cap >= total32 => ptr,
@@ -570,11 +568,14 @@ impl Instance {
             .data_mut(&mut self.store)
             .get_mut(start..start + total)
             .ok_or_else(|| Failure::Setup("the envelope buffer is outside linear memory".into()))?;
-        buf[0..8].copy_from_slice(&self.calls.to_le_bytes());
-        buf[8..16].copy_from_slice(&now.to_le_bytes());
-        buf[16..20].copy_from_slice(&(payload_len as u32).to_le_bytes());
+        let header = Header {
+            call: self.calls,
+            time_ns: now,
+            payload_len: payload_len as u32,
+        };
+        buf[..envelope::HEADER_LEN].copy_from_slice(&header.to_bytes());
         if let Some((kind, payload)) = event {
-            msgpack::write_step_event(&mut buf[ENVELOPE_HEADER..], kind, payload);
+            envelope::write_event(&mut buf[envelope::HEADER_LEN..], kind, payload);
         }
         let step = self.step.clone();
         self.guarded(|store| step.call(store, (ptr as i32, total as i32)))

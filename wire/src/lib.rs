@@ -1,0 +1,15 @@
+//! The cell-facing wire format of Pulp, written once for both sides: the host
+//! (and the extension interface) and the guest SDK. It builds natively and for
+//! `wasm32-wasip1`.
+//!
+//! - [`Code`]: the `i32` every host import returns, with the codes all
+//!   capabilities share and those of `storage.s3` ([`code::s3`]).
+//! - [`Level`]: the levels of the `log` import.
+//! - [`envelope`]: the buffer `pulp_step` receives, header and `StepEvent`.
+
+pub mod code;
+pub mod envelope;
+mod level;
+
+pub use code::Code;
+pub use level::Level;

@@ -18,6 +18,12 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+impl From<pulp_wire::msgpack::Error> for Error {
+    fn from(error: pulp_wire::msgpack::Error) -> Error {
+        Error(error.to_string())
+    }
+}
+
 /// Lets `?` forward an [`Error`] out of [`Cell::init`](crate::Cell::init).
 impl From<Error> for String {
     fn from(error: Error) -> String {

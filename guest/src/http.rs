@@ -396,7 +396,12 @@ mod tests {
     use rmpv::Value;
 
     use super::*;
-    use crate::msgpack::tests::encode;
+
+    fn encode(value: &Value) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, value).unwrap();
+        bytes
+    }
 
     fn text_map(pairs: &[(&str, &str)]) -> Value {
         Value::Map(

@@ -68,7 +68,7 @@ mod error;
 pub mod fs;
 pub mod http;
 pub mod log;
-pub mod msgpack;
+pub use pulp_wire::msgpack;
 pub mod raw;
 #[doc(hidden)]
 pub mod rt;

@@ -70,7 +70,7 @@ impl<'a> Event<'a> {
     fn parse(bytes: &'a [u8]) -> Result<Event<'a>, Error> {
         let mut kind = None;
         let mut payload = None;
-        let in_event = |e: Error| Error::new(format!("event: {e}"));
+        let in_event = |e: msgpack::Error| Error::new(format!("event: {e}"));
         for entry in MapEntries::new(bytes).map_err(in_event)? {
             let (key, value) = entry.map_err(in_event)?;
             let slot = match key {

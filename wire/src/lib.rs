@@ -6,10 +6,13 @@
 //!   capabilities share and those of `storage.s3` ([`code::s3`]).
 //! - [`Level`]: the levels of the `log` import.
 //! - [`envelope`]: the buffer `pulp_step` receives, header and `StepEvent`.
+//! - [`msgpack`]: one borrowing MessagePack reader, the checks the host runs on
+//!   payloads, and the map writer both sides use.
 
 pub mod code;
 pub mod envelope;
 mod level;
+pub mod msgpack;
 
 pub use code::Code;
 pub use level::Level;

@@ -512,7 +512,7 @@ pub(crate) fn decode_params(bytes: &[u8]) -> Option<Vec<ValueRef<'_>>> {
     }
     let mut reader = Reader::new(bytes);
     let count = reader.array_len()?;
-    let mut params = Vec::with_capacity(count.min(256) as usize);
+    let mut params = Vec::with_capacity(count.min(256));
     for _ in 0..count {
         params.push(match reader.scalar()? {
             Scalar::Nil => ValueRef::Null,

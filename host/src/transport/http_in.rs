@@ -228,7 +228,9 @@ pub(crate) fn decode_reply(bytes: &[u8]) -> Option<(u64, Response)> {
                     }
                 }
             }
-            _ => reader.skip()?,
+            _ => {
+                reader.skip()?;
+            }
         }
     }
     if !reader.is_done() {

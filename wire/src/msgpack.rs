@@ -1,8 +1,35 @@
-//! Byte-level access to MessagePack, for when the exact encoding matters (a
-//! nested value kept as it was sent, the marker byte the host chose for a
-//! number) or reading in place is worth it (a payload borrowed, not copied).
+//! MessagePack read in place, for both sides: byte-level access where the exact
+//! encoding matters (a nested value kept as it was sent, the marker byte the
+//! host chose for a number) and reading without copying is worth it (a payload
+//! borrowed from the cell's memory or the envelope). Nothing here allocates
+//! but [`map_entries`]' result; a malformed or truncated value is `None`.
 
-use crate::Error;
+use std::fmt;
+
+/// A map that is not what [`map_entries`] reads, saying what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Error(String);
+
+impl Error {
+    fn new(message: impl Into<String>) -> Error {
+        Error(message.into())
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Lets `?` forward an [`Error`] where errors are text (a cell's `init`).
+impl From<Error> for String {
+    fn from(error: Error) -> String {
+        error.0
+    }
+}
 
 /// Splits `bytes`, which must hold exactly one map with string keys, into
 /// its entries: each key with the raw bytes of its value, in wire order.
@@ -73,6 +100,18 @@ impl<'a> Iterator for MapEntries<'a> {
         self.failed = result.is_err();
         Some(result)
     }
+}
+
+/// One scalar MessagePack value, strings and bytes borrowed from the input.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Scalar<'a> {
+    Nil,
+    Bool(bool),
+    /// Every integer that fits `i64`.
+    Int(i64),
+    Float(f64),
+    Str(&'a str),
+    Bin(&'a [u8]),
 }
 
 /// A cursor over MessagePack bytes that reads one value at a time in place;
@@ -185,6 +224,59 @@ impl<'a> Reader<'a> {
         (!negative).then_some(value)
     }
 
+    /// An array's element count; its elements follow.
+    pub fn array_len(&mut self) -> Option<usize> {
+        match self.marker()? {
+            m @ 0x90..=0x9f => Some(usize::from(m & 0x0f)),
+            0xdc => self.len(2),
+            0xdd => self.len(4),
+            _ => None,
+        }
+    }
+
+    /// One scalar of any kind; `None` for arrays, maps, extension types and
+    /// integers over `i64::MAX`.
+    pub fn scalar(&mut self) -> Option<Scalar<'a>> {
+        let marker = self.marker()?;
+        let len = match marker {
+            0x00..=0x7f => return Some(Scalar::Int(i64::from(marker))),
+            0xe0..=0xff => return Some(Scalar::Int(i64::from(marker as i8))),
+            0xc0 => return Some(Scalar::Nil),
+            0xc2 => return Some(Scalar::Bool(false)),
+            0xc3 => return Some(Scalar::Bool(true)),
+            0xcc => return Some(Scalar::Int(self.be(1)? as i64)),
+            0xcd => return Some(Scalar::Int(self.be(2)? as i64)),
+            0xce => return Some(Scalar::Int(self.be(4)? as i64)),
+            0xcf => return i64::try_from(self.be(8)?).ok().map(Scalar::Int),
+            0xd0 => return Some(Scalar::Int(self.signed(1)?)),
+            0xd1 => return Some(Scalar::Int(self.signed(2)?)),
+            0xd2 => return Some(Scalar::Int(self.signed(4)?)),
+            0xd3 => return Some(Scalar::Int(self.signed(8)?)),
+            0xca => {
+                let bits = self.be(4)? as u32;
+                return Some(Scalar::Float(f64::from(f32::from_bits(bits))));
+            }
+            0xcb => return Some(Scalar::Float(f64::from_bits(self.be(8)?))),
+            0xa0..=0xbf => usize::from(marker & 0x1f),
+            0xc4 | 0xd9 => self.len(1)?,
+            0xc5 | 0xda => self.len(2)?,
+            0xc6 | 0xdb => self.len(4)?,
+            _ => return None,
+        };
+        let data = self.take(len)?;
+        if matches!(marker, 0xc4..=0xc6) {
+            Some(Scalar::Bin(data))
+        } else {
+            std::str::from_utf8(data).ok().map(Scalar::Str)
+        }
+    }
+
+    /// An `n`-byte big-endian two's-complement field.
+    fn signed(&mut self, n: usize) -> Option<i64> {
+        let shift = 64 - 8 * n as u32;
+        Some(((self.be(n)? << shift) as i64) >> shift)
+    }
+
     /// Steps over one value of any type, returning its bytes.
     pub fn skip(&mut self) -> Option<&'a [u8]> {
         let len = value_len(&self.bytes[self.at..])?;
@@ -244,14 +336,42 @@ pub fn value_len(bytes: &[u8]) -> Option<usize> {
     Some(reader.position())
 }
 
+/// Checks that `bytes` is exactly one well-formed MessagePack value, without
+/// decoding or allocating: the host runs it for every event.
+pub fn check_one_value(bytes: &[u8]) -> Result<(), String> {
+    if bytes.is_empty() {
+        return Err("empty payload (expected one MessagePack value)".into());
+    }
+    let end = value_len(bytes).ok_or("not valid MessagePack: truncated or malformed")?;
+    if end != bytes.len() {
+        return Err(format!(
+            "{} bytes after the first MessagePack value (expected exactly one)",
+            bytes.len() - end
+        ));
+    }
+    Ok(())
+}
+
+/// Writes string pairs as a MessagePack map.
+pub fn write_pairs<'a>(
+    out: &mut Vec<u8>,
+    pairs: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+) {
+    // Writing into a Vec cannot fail.
+    rmp::encode::write_map_len(out, pairs.len() as u32).expect("vec write");
+    for (k, v) in pairs {
+        rmp::encode::write_str(out, k).expect("vec write");
+        rmp::encode::write_str(out, v).expect("vec write");
+    }
+}
+
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use rmpv::Value;
 
     use super::*;
 
-    /// `value`'s MessagePack bytes, for the SDK's tests.
-    pub(crate) fn encode(value: &Value) -> Vec<u8> {
+    fn encode(value: &Value) -> Vec<u8> {
         let mut bytes = Vec::new();
         rmpv::encode::write_value(&mut bytes, value).unwrap();
         bytes
@@ -363,5 +483,91 @@ pub(crate) mod tests {
             "invalid UTF-8"
         );
         assert_eq!(Reader::new(&[0xa2, b'a']).str_bytes(), None, "truncated");
+    }
+
+    #[test]
+    fn one_value_only() {
+        assert!(check_one_value(&[0x01]).is_ok());
+        assert!(check_one_value(&[0x01, 0x02]).is_err());
+        assert!(check_one_value(&[0x92, 0x01]).is_err());
+        assert!(check_one_value(&[]).is_err());
+        assert!(check_one_value(&[0xc1]).is_err());
+        assert!(check_one_value(&[0xa3, b'a', b'b']).is_err());
+        assert!(check_one_value(&[0xdd, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(check_one_value(&[0x91; 1000]).is_err());
+    }
+
+    #[test]
+    fn reader_decodes_every_scalar_form() {
+        let ints: Vec<i64> = vec![
+            0,
+            127,
+            -1,
+            -32,
+            -33,
+            200,
+            -200,
+            70_000,
+            -70_000,
+            1 << 40,
+            i64::MIN,
+            i64::MAX,
+        ];
+        let bytes = rmp_serde::to_vec(&ints).unwrap();
+        let mut reader = Reader::new(&bytes);
+        assert_eq!(reader.array_len(), Some(ints.len()));
+        for expected in &ints {
+            assert_eq!(reader.scalar(), Some(Scalar::Int(*expected)));
+        }
+        assert!(reader.is_done());
+
+        let mut bytes = Vec::new();
+        rmp::encode::write_array_len(&mut bytes, 6).unwrap();
+        rmp::encode::write_nil(&mut bytes).unwrap();
+        rmp::encode::write_bool(&mut bytes, true).unwrap();
+        rmp::encode::write_f32(&mut bytes, 0.5).unwrap();
+        rmp::encode::write_f64(&mut bytes, -2.25).unwrap();
+        rmp::encode::write_str(&mut bytes, &"s".repeat(300)).unwrap();
+        rmp::encode::write_bin(&mut bytes, &[0, 1, 2]).unwrap();
+        let mut reader = Reader::new(&bytes);
+        assert_eq!(reader.array_len(), Some(6));
+        let long = "s".repeat(300);
+        let expected = [
+            Scalar::Nil,
+            Scalar::Bool(true),
+            Scalar::Float(0.5),
+            Scalar::Float(-2.25),
+            Scalar::Str(&long),
+            Scalar::Bin(&[0, 1, 2]),
+        ];
+        for value in expected {
+            assert_eq!(reader.scalar(), Some(value));
+        }
+        assert!(reader.is_done());
+    }
+
+    #[test]
+    fn reader_refuses_what_has_no_scalar_value() {
+        let too_big = rmp_serde::to_vec(&u64::MAX).unwrap();
+        assert_eq!(Reader::new(&too_big).scalar(), None);
+        let nested = rmp_serde::to_vec(&vec![1]).unwrap();
+        assert_eq!(Reader::new(&nested).scalar(), None);
+        assert_eq!(
+            Reader::new(&[0xa5, b'a']).scalar(),
+            None,
+            "truncated string"
+        );
+        assert_eq!(Reader::new(&[0xa1, 0xff]).scalar(), None, "invalid UTF-8");
+    }
+
+    #[test]
+    fn reader_reads_map_and_array_lengths_in_every_form() {
+        let lens = |bytes: &[u8]| (Reader::new(bytes).map_len(), Reader::new(bytes).array_len());
+        assert_eq!(lens(&[0x83]), (Some(3), None));
+        assert_eq!(lens(&[0x9f]), (None, Some(15)));
+        assert_eq!(lens(&[0xde, 0x01, 0x00]), (Some(256), None));
+        assert_eq!(lens(&[0xdd, 0, 1, 0, 0]), (None, Some(65536)));
+        assert_eq!(lens(&[0xdf, 0, 0]), (None, None), "truncated length");
+        assert_eq!(lens(&[0xa3]), (None, None), "a string is neither");
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod builtin;
 pub mod cli;
+pub mod error;
 pub mod extensions;
 pub mod logsafe;
 pub mod manifest;

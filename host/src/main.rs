@@ -5,6 +5,7 @@ use clap::Parser;
 use pulp_host::cli::{
     Cli, Command, ExtArgs, ExtCommand, LogArgs, LogFormat, RunArgs, normalize_args,
 };
+use pulp_host::error::HostError;
 use pulp_host::manifest::Manifest;
 use pulp_host::registry::{Registry, signature};
 use pulp_host::runtime::{Host, Runtime};
@@ -60,12 +61,10 @@ fn async_runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
-fn registry(args: &ExtArgs, services: &builtin::Services) -> Result<Registry, String> {
+fn registry(args: &ExtArgs, services: &builtin::Services) -> Result<Registry, HostError> {
     let loaded = match extensions::config_path(args.ext_dir.as_deref(), args.ext_config.as_deref())
     {
-        Some(file) => {
-            extensions::load(&file, args.ext_dir.as_deref()).map_err(|e| e.to_string())?
-        }
+        Some(file) => extensions::load(&file, args.ext_dir.as_deref())?,
         None => Vec::new(),
     };
     Registry::new(builtin::all(services), loaded)

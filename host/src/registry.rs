@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use pulp_ext_api::{CapabilityHandle, ValType};
 
+use crate::error::HostError;
 use crate::extensions::{Extension, HostLink};
 use crate::manifest::Manifest;
 
@@ -89,7 +90,7 @@ impl Registry {
     pub fn new(
         builtins: Vec<(CapabilityHandle, Properties)>,
         extensions: Vec<Extension>,
-    ) -> Result<Registry, String> {
+    ) -> Result<Registry, HostError> {
         let empty = Arc::new(crate::msgpack::encode_table(&toml::Table::new()));
         let mut entries: Vec<Arc<Entry>> = builtins
             .into_iter()
@@ -129,25 +130,25 @@ impl Registry {
                 .chain(entry.handle.stub_imports())
             {
                 if import.params().len() > MAX_IMPORT_PARAMS {
-                    return Err(format!(
+                    return Err(HostError::Resolve(format!(
                         "capability {} from {} declares import {} with {} parameters; at most {MAX_IMPORT_PARAMS} are supported",
                         entry.name(),
                         entry.origin,
                         import.name(),
                         import.params().len()
-                    ));
+                    )));
                 }
                 if let Some(other) = owners.get(import.name())
                     && other.name() != entry.name()
                 {
-                    return Err(format!(
+                    return Err(HostError::Resolve(format!(
                         "import pulp.{} is provided by capability {} ({}) and by capability {} ({}); an import name may belong to one capability only",
                         import.name(),
                         other.name(),
                         other.origin,
                         entry.name(),
                         entry.origin
-                    ));
+                    )));
                 }
                 owners.insert(import.name(), entry);
             }
@@ -164,7 +165,7 @@ impl Registry {
     }
 
     /// Picks, for every capability name, the entry this cell uses.
-    pub fn resolve(&self, manifest: &Manifest) -> Result<CellCapabilities, String> {
+    pub fn resolve(&self, manifest: &Manifest) -> Result<CellCapabilities, HostError> {
         let cell = &manifest.name;
         let mut declared = Vec::new();
         let always_on = self
@@ -176,28 +177,28 @@ impl Registry {
             let providers = self.providers_of(name);
             let chosen = match (providers.as_slice(), manifest.providers.get(name)) {
                 ([], _) => {
-                    return Err(format!(
+                    return Err(HostError::Resolve(format!(
                         "cell {cell}: capability {name:?} is declared but nothing provides it (available: {}); load the extension that provides it or remove it from `capabilities`",
                         self.names().join(", ")
-                    ));
+                    )));
                 }
                 (_, Some(pin)) => match providers.iter().find(|e| e.provider() == pin) {
                     Some(entry) => entry,
                     None => {
-                        return Err(format!(
+                        return Err(HostError::Resolve(format!(
                             "cell {cell}: [providers] pins {name:?} to {pin:?}, which does not provide it (providers: {}); fix the pin",
                             describe(&providers)
-                        ));
+                        )));
                     }
                 },
                 ([only], None) => only,
                 (many, None) => {
-                    return Err(format!(
+                    return Err(HostError::Resolve(format!(
                         "cell {cell}: capability {name:?} has {} providers: {}; pin one in the manifest: [providers] {name:?} = {:?}",
                         many.len(),
                         describe(many),
                         many[0].provider()
-                    ));
+                    )));
                 }
             };
             declared.push(Arc::clone(chosen));
@@ -247,7 +248,7 @@ fn describe(entries: &[&Arc<Entry>]) -> String {
 mod tests {
     use pulp_ext_api::{Capability, CapabilityHandle, HostImport};
 
-    use super::{Properties, Registry};
+    use super::{HostError, Properties, Registry};
     use crate::manifest::Manifest;
 
     /// A capability named `name` from `provider`, with one import `import`.
@@ -298,6 +299,12 @@ mod tests {
         Manifest::load(&path).unwrap()
     }
 
+    /// The text of a resolve error, which it must be.
+    fn resolve_error(err: HostError) -> String {
+        assert!(matches!(err, HostError::Resolve(_)), "{err:?}");
+        err.to_string()
+    }
+
     fn names(entries: &[std::sync::Arc<super::Entry>]) -> Vec<(&str, &str)> {
         entries.iter().map(|e| (e.name(), e.provider())).collect()
     }
@@ -326,6 +333,7 @@ mod tests {
         let err = registry
             .resolve(&manifest(&dir, "capabilities = [\"nope.cap\"]\n"))
             .err()
+            .map(resolve_error)
             .unwrap();
         assert!(
             err.contains("\"nope.cap\" is declared but nothing provides it"),
@@ -348,6 +356,7 @@ mod tests {
         let err = registry
             .resolve(&manifest(&dir, "capabilities = [\"s.cap\"]\n"))
             .err()
+            .map(resolve_error)
             .unwrap();
         assert!(err.contains("has 2 providers"), "{err}");
         assert!(err.contains("[providers] \"s.cap\" = \"one\""), "{err}");
@@ -357,7 +366,11 @@ mod tests {
         assert_eq!(names(&caps.declared), [("s.cap", "two")]);
 
         let wrong = "capabilities = [\"s.cap\"]\n[providers]\n\"s.cap\" = \"three\"\n";
-        let err = registry.resolve(&manifest(&dir, wrong)).err().unwrap();
+        let err = registry
+            .resolve(&manifest(&dir, wrong))
+            .err()
+            .map(resolve_error)
+            .unwrap();
         assert!(
             err.contains("pins \"s.cap\" to \"three\", which does not provide it"),
             "{err}"
@@ -374,6 +387,7 @@ mod tests {
             Vec::new(),
         )
         .err()
+        .map(resolve_error)
         .unwrap();
         assert!(
             err.contains("import pulp.shared is provided by capability a.cap"),

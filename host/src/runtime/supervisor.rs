@@ -15,6 +15,7 @@ use super::events::{CellLink, Delivery, Pump, Route};
 use super::instance::{CellSpec, Failure, Instance, link_check};
 use super::queue::{Next, QueueReceiver, QueueSender, queue};
 use super::stop;
+use crate::error::HostError;
 use crate::manifest::{Manifest, RestartPolicy};
 use crate::msgpack;
 use crate::registry::{Entry, Registry};
@@ -51,17 +52,17 @@ pub fn prepare(
     registry: &Registry,
     manifest: &Manifest,
     id: u64,
-) -> Result<CellSpec, String> {
+) -> Result<CellSpec, HostError> {
     let module = Module::from_file(&runtime.engine, &manifest.wasm).map_err(|e| {
-        format!(
+        HostError::Link(format!(
             "cell {}: {} is not a valid wasm module: {}",
             manifest.name,
             manifest.wasm.display(),
             e.root_cause()
-        )
+        ))
     })?;
     let capabilities = registry.resolve(manifest)?;
-    link_check(&manifest.name, &module, &capabilities)?;
+    link_check(&manifest.name, &module, &capabilities).map_err(HostError::Link)?;
     Ok(CellSpec {
         name: Arc::from(manifest.name.as_str()),
         id,
@@ -83,16 +84,16 @@ impl Host {
         registry: Arc<Registry>,
         manifests: Vec<Manifest>,
         storage_root: &Path,
-    ) -> Result<Host, String> {
+    ) -> Result<Host, HostError> {
         let mut seen: BTreeMap<&str, &Path> = BTreeMap::new();
         for m in &manifests {
             if let Some(other) = seen.insert(&m.name, &m.path) {
-                return Err(format!(
+                return Err(HostError::Cells(format!(
                     "two cells are named {:?} ({} and {}); cell names must be unique",
                     m.name,
                     other.display(),
                     m.path.display()
-                ));
+                )));
             }
         }
         let mut specs = Vec::new();
@@ -107,11 +108,11 @@ impl Host {
         for ((spec, manifest), (queue, _)) in specs.iter_mut().zip(&manifests).zip(&queues) {
             let storage_dir = storage_root.join(&manifest.name);
             private_dir(&storage_dir).map_err(|e| {
-                format!(
+                HostError::Setup(format!(
                     "cell {}: cannot create its storage directory {}: {e}; check --storage-root",
                     manifest.name,
                     storage_dir.display()
-                )
+                ))
             })?;
             let mut states = Vec::with_capacity(spec.capabilities.declared.len());
             for entry in &spec.capabilities.declared {
@@ -134,12 +135,12 @@ impl Host {
                     )),
                 };
                 states.push(entry.handle.setup(&env).map_err(|e| {
-                    format!(
+                    HostError::Setup(format!(
                         "cell {}: setup of capability {} from {} failed: {e}",
                         manifest.name,
                         entry.name(),
                         entry.origin
-                    )
+                    ))
                 })?);
             }
             spec.states = Arc::new(states);
@@ -180,7 +181,12 @@ impl Host {
             let thread = std::thread::Builder::new()
                 .name(format!("cell-{}", spec.name))
                 .spawn(move || supervise(&runtime, &spec, policy, tick, &rx, started))
-                .map_err(|e| format!("cell {}: cannot start its thread: {e}", manifest.name))?;
+                .map_err(|e| {
+                    HostError::Setup(format!(
+                        "cell {}: cannot start its thread: {e}",
+                        manifest.name
+                    ))
+                })?;
             cells.push(Cell {
                 name,
                 queue: tx,

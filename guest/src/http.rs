@@ -6,9 +6,11 @@
 //! [`RequestView`] and [`reply`] do the same from borrowed bytes, allocating
 //! nothing on the way in or out but the reply's one buffer.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use pulp_wire::payload::HttpRoute;
 use serde::{Deserialize, Serialize};
 
 use crate::msgpack::Reader;
@@ -17,12 +19,11 @@ use crate::{raw, Code, Error, HostBuf};
 /// Serves `method` requests for `path`, whose `:name` segments capture
 /// parameters (`/users/:id`).
 pub fn register(method: &str, path: &str) -> Result<(), Code> {
-    #[derive(Serialize)]
-    struct Route<'a> {
-        method: &'a str,
-        path: &'a str,
-    }
-    raw::call_encoded(raw::http_register, &Route { method, path })
+    let route = HttpRoute {
+        method: Cow::Borrowed(method),
+        path: Cow::Borrowed(path),
+    };
+    raw::call_encoded(raw::http_register, &route)
 }
 
 /// The payload of an `http.request` event, owned. [`RequestView`] reads the

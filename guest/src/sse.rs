@@ -1,6 +1,8 @@
 //! Server-Sent Events streams (`transport.sse`).
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use pulp_wire::payload::SseEmit;
 
 use crate::{raw, Code};
 
@@ -12,22 +14,13 @@ pub fn register(path: &str) -> Result<(), Code> {
 /// Sends one event to every subscriber of `path`. `data` may span lines;
 /// `id` and `event` become the event's `id:` and `event:` fields.
 pub fn emit(path: &str, id: Option<&str>, event: Option<&str>, data: &str) -> Result<(), Code> {
-    #[derive(Serialize)]
-    struct Emit<'a> {
-        path: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        id: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        event: Option<&'a str>,
-        data: &'a str,
-    }
     raw::call_encoded(
         raw::sse_emit,
-        &Emit {
-            path,
-            id,
-            event,
-            data,
+        &SseEmit {
+            path: Cow::Borrowed(path),
+            id: id.map(Cow::Borrowed),
+            event: event.map(Cow::Borrowed),
+            data: Cow::Borrowed(data),
         },
     )
 }

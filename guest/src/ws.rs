@@ -4,9 +4,11 @@
 //! `ws.open`, any number of `ws.frame` and one `ws.close` event, decoded
 //! into [`WsOpen`], [`WsFrame`] and [`WsClose`].
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use pulp_wire::payload::{WsCloseRequest, WsSend};
+use serde::Deserialize;
 
 use crate::{raw, Code};
 
@@ -27,23 +29,16 @@ pub enum Message {
 
 /// Sends `message` on connection `conn_id`.
 pub fn send(conn_id: u64, message: &Message) -> Result<(), Code> {
-    #[derive(Serialize)]
-    struct Frame<'a> {
-        conn_id: u64,
-        opcode: u8,
-        #[serde(with = "serde_bytes")]
-        payload: &'a [u8],
-    }
     let (opcode, payload) = match message {
         Message::Text(text) => (TEXT, text.as_bytes()),
         Message::Binary(bytes) => (BINARY, bytes.as_slice()),
     };
     raw::call_encoded(
         raw::ws_send,
-        &Frame {
+        &WsSend {
             conn_id,
             opcode,
-            payload,
+            payload: Cow::Borrowed(serde_bytes::Bytes::new(payload)),
         },
     )
 }
@@ -51,18 +46,12 @@ pub fn send(conn_id: u64, message: &Message) -> Result<(), Code> {
 /// Closes connection `conn_id` with a close frame carrying `code` and
 /// `reason`.
 pub fn close(conn_id: u64, code: u16, reason: &str) -> Result<(), Code> {
-    #[derive(Serialize)]
-    struct Close<'a> {
-        conn_id: u64,
-        code: u16,
-        reason: &'a str,
-    }
     raw::call_encoded(
         raw::ws_close,
-        &Close {
+        &WsCloseRequest {
             conn_id,
             code,
-            reason,
+            reason: Cow::Borrowed(reason),
         },
     )
 }

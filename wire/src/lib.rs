@@ -8,11 +8,13 @@
 //! - [`envelope`]: the buffer `pulp_step` receives, header and `StepEvent`.
 //! - [`msgpack`]: one borrowing MessagePack reader, the checks the host runs on
 //!   payloads, and the map writer both sides use.
+//! - [`payload`]: the requests cells send to the built-in capabilities.
 
 pub mod code;
 pub mod envelope;
 mod level;
 pub mod msgpack;
+pub mod payload;
 
 pub use code::Code;
 pub use level::Level;

@@ -13,8 +13,8 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pulp_ext_api::{Capability, CellState, Code, DeliverError, HostHandle, HostImport, SetupEnv};
+use pulp_wire::payload::HttpRoute;
 use rmp::encode;
-use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use super::{CellLimits, Shared};
@@ -179,12 +179,6 @@ impl Routes {
     }
 }
 
-#[derive(Deserialize)]
-struct RegisterRequest {
-    method: String,
-    path: String,
-}
-
 /// Decodes `http_respond`'s `{id, status, headers, body, cookies?}` straight into
 /// the response the listener sends, on the cell's thread. Header names and
 /// values HTTP cannot carry are dropped; a status outside 100..=999 is 500.
@@ -268,10 +262,11 @@ impl Capability for HttpInbound {
 
     fn imports(&self) -> Vec<HostImport> {
         let shared = Arc::clone(&self.0);
-        let register = HostImport::request("http_register", move |guest, req: RegisterRequest| {
-            let target = guest.state::<Arc<Target>>()?;
-            shared.http.register(target, &req.method, &req.path)
-        });
+        let register =
+            HostImport::request("http_register", move |guest, req: HttpRoute<'static>| {
+                let target = guest.state::<Arc<Target>>()?;
+                shared.http.register(target, &req.method, &req.path)
+            });
         let shared = Arc::clone(&self.0);
         let respond = HostImport::inputs("http_respond", move |guest, [bytes]| {
             if bytes.is_empty() {

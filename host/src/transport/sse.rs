@@ -1,6 +1,7 @@
 //! `transport.sse`: event streams registered by cells; `sse_emit` goes to every
 //! current subscriber of the path.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, RwLock};
@@ -9,7 +10,7 @@ use std::time::Duration;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use pulp_ext_api::{Capability, CellState, Code, HostImport, SetupEnv};
-use serde::Deserialize;
+use pulp_wire::payload::SseEmit;
 use tokio::sync::broadcast;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
@@ -103,16 +104,6 @@ impl Streams {
     }
 }
 
-#[derive(Deserialize)]
-struct EmitRequest {
-    path: String,
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    event: Option<String>,
-    data: String,
-}
-
 pub struct ServerSentEvents(pub Arc<Shared>);
 
 impl Capability for ServerSentEvents {
@@ -154,24 +145,24 @@ impl Capability for ServerSentEvents {
             }
         });
         let shared = Arc::clone(&self.0);
-        let emit = HostImport::request("sse_emit", move |guest, req: EmitRequest| {
+        let emit = HostImport::request("sse_emit", move |guest, req: SseEmit<'static>| {
             // A line break would end the field early and forge others.
             let breaks =
-                |s: &Option<String>| s.as_deref().is_some_and(|s| s.contains(['\n', '\r']));
+                |s: &Option<Cow<'_, str>>| s.as_deref().is_some_and(|s| s.contains(['\n', '\r']));
             if breaks(&req.id) || breaks(&req.event) {
                 return Err(Code::DECODE);
             }
             let target = guest.state::<Arc<TransportCell>>()?;
             let paths = shared.sse.paths.read().unwrap();
-            let stream = match paths.get(&req.path) {
+            let stream = match paths.get(&*req.path) {
                 Some(s) if Arc::ptr_eq(&s.cell, target) => s,
                 _ => return Err(Code::REFUSED),
             };
             // No subscriber right now is not an error.
             let _ = stream.sender.send(Emitted {
-                id: req.id,
-                event: req.event,
-                data: req.data,
+                id: req.id.map(Cow::into_owned),
+                event: req.event.map(Cow::into_owned),
+                data: req.data.into_owned(),
             });
             Ok(())
         });

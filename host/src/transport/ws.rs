@@ -11,8 +11,8 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use pulp_ext_api::{Capability, CellState, Code, HostHandle, HostImport, SetupEnv};
+use pulp_wire::payload::{WsCloseRequest, WsSend};
 use rmp::encode;
-use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::{Shared, TransportCell};
@@ -266,27 +266,6 @@ async fn run(
     }
 }
 
-#[derive(Deserialize)]
-struct SendRequest {
-    conn_id: u64,
-    opcode: u8,
-    #[serde(with = "serde_bytes")]
-    payload: Vec<u8>,
-}
-
-#[derive(Deserialize)]
-struct CloseRequest {
-    conn_id: u64,
-    #[serde(default = "normal_close")]
-    code: u16,
-    #[serde(default)]
-    reason: String,
-}
-
-fn normal_close() -> u16 {
-    1000
-}
-
 pub struct WsInbound(pub Arc<Shared>);
 
 impl Capability for WsInbound {
@@ -327,14 +306,14 @@ impl Capability for WsInbound {
             }
         });
         let shared = Arc::clone(&self.0);
-        let send = HostImport::request("ws_send", move |guest, req: SendRequest| {
+        let send = HostImport::request("ws_send", move |guest, req: WsSend<'static>| {
             let message = match req.opcode {
                 1 => Message::Text(
-                    String::from_utf8(req.payload)
+                    String::from_utf8(req.payload.into_owned().into_vec())
                         .map_err(|_| Code::DECODE)?
                         .into(),
                 ),
-                2 => Message::Binary(req.payload.into()),
+                2 => Message::Binary(req.payload.into_owned().into_vec().into()),
                 _ => return Err(Code::DECODE),
             };
             let target = guest.state::<Arc<TransportCell>>()?;
@@ -359,7 +338,7 @@ impl Capability for WsInbound {
             Ok(())
         });
         let shared = Arc::clone(&self.0);
-        let close = HostImport::request("ws_close", move |guest, req: CloseRequest| {
+        let close = HostImport::request("ws_close", move |guest, req: WsCloseRequest<'static>| {
             let target = guest.state::<Arc<TransportCell>>()?;
             let mut conns = shared.ws.conns.lock().unwrap();
             match conns.get(&req.conn_id) {

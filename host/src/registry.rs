@@ -397,10 +397,8 @@ mod tests {
 
     #[test]
     fn listening_is_a_property_of_the_capability() {
-        let io = tokio::runtime::Runtime::new().unwrap();
-        let services =
-            crate::builtin::Services::new(io.handle().clone(), Default::default()).unwrap();
-        let registry = Registry::new(crate::builtin::all(&services), Vec::new()).unwrap();
+        let env = crate::testenv::Env::new();
+        let registry = Registry::new(crate::builtin::all(&env.services), Vec::new()).unwrap();
         assert!(registry.listens("transport.http.inbound"));
         assert!(registry.listens("transport.sse"));
         assert!(!registry.listens("transport.http.outbound"));

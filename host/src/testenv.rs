@@ -3,17 +3,17 @@
 //! boundary object the runtime uses (`ImportHandle::call`), so a test exercises
 //! the import as a cell would, minus the engine.
 
-use std::path::Path;
-
 use pulp_ext_api::{
     CapabilityHandle, CellStateHandle, Code, GuestMemory, HostHandle, HostServices, Level, SetupEnv,
 };
 
 use crate::builtin::{self, Services};
 
+/// The size of the fake linear memory.
+pub const MEMORY_BYTES: usize = 1 << 20;
+
 /// Where the fake guest's allocator starts: below it, scratch the test owns.
 const HEAP_START: u32 = 1024;
-const MEMORY_BYTES: usize = 1 << 20;
 
 /// A cell's memory and identity, as an import sees them.
 pub struct FakeGuest {
@@ -70,12 +70,23 @@ impl GuestMemory for FakeGuest {
 
 impl FakeGuest {
     /// Copies `bytes` into memory; their pointer and length as import arguments.
-    fn put(&mut self, bytes: &[u8]) -> [u64; 2] {
+    pub fn place(&mut self, bytes: &[u8]) -> [u64; 2] {
         let ptr = self
             .alloc(bytes.len() as u32)
             .expect("room in the fake memory");
         self.write(ptr, bytes).unwrap();
         [u64::from(ptr), bytes.len() as u64]
+    }
+
+    /// Runs import `name` of `capability` with raw arguments, as a cell that
+    /// lies about pointers and lengths would; the code it returns.
+    pub fn call_raw(&mut self, capability: &CapabilityHandle, name: &str, args: &[u64]) -> i32 {
+        let import = capability
+            .imports()
+            .iter()
+            .find(|i| i.name() == name)
+            .unwrap_or_else(|| panic!("{} has no import {name}", capability.name()));
+        import.call(self, args)
     }
 
     /// Runs import `name` of `capability` with `inputs` as pointer/length pairs,
@@ -93,7 +104,7 @@ impl FakeGuest {
             .iter()
             .find(|i| i.name() == name)
             .unwrap_or_else(|| panic!("{} has no import {name}", capability.name()));
-        let mut args: Vec<u64> = inputs.iter().flat_map(|input| self.put(input)).collect();
+        let mut args: Vec<u64> = inputs.iter().flat_map(|input| self.place(input)).collect();
         let out = self.alloc(8).unwrap();
         if returns {
             args.extend([u64::from(out), u64::from(out + 4)]);
@@ -124,48 +135,64 @@ impl HostServices for Quiet {
 
 static QUIET: Quiet = Quiet;
 
-/// The built-in capabilities, as the registry gets them; `io` runs the listener's side.
-pub fn builtins(io: &tokio::runtime::Runtime) -> (Services, Vec<CapabilityHandle>) {
-    let services = Services::new(io.handle().clone(), Default::default()).unwrap();
-    let handles = builtin::all(&services)
-        .into_iter()
-        .map(|(h, _)| h)
-        .collect();
-    (services, handles)
+/// The built-in capabilities over a temp storage root, with the async runtime
+/// the listener's side needs; fields drop in order, the runtime last.
+pub struct Env {
+    pub services: Services,
+    capabilities: Vec<CapabilityHandle>,
+    pub dir: tempfile::TempDir,
+    _io: tokio::runtime::Runtime,
 }
 
-/// Runs `capability`'s setup for cell `name` with its storage in `dir`, and
-/// returns the cell as its imports will see it.
-pub fn cell(capability: &CapabilityHandle, name: &str, dir: &Path) -> FakeGuest {
-    let max_message_bytes = 64 * 1024;
-    let storage_dir = dir.join(name);
-    std::fs::create_dir_all(&storage_dir).unwrap();
-    let state = capability
-        .setup(&SetupEnv {
-            cell: name.to_owned(),
-            cell_id: 1,
-            storage_dir,
-            cell_config: vec![0x80],
-            ext_config: vec![0x80],
-            max_message_bytes,
-            call_timeout_ms: 1_000,
-            allowed_outbound_hosts: Vec::new(),
-            host: HostHandle::new(&QUIET),
-        })
-        .unwrap_or_else(|e| panic!("setup of {}: {e}", capability.name()));
-    FakeGuest {
-        memory: vec![0; MEMORY_BYTES],
-        next: HEAP_START,
-        name: name.to_owned(),
-        max_message_bytes,
-        state,
+impl Env {
+    pub fn new() -> Env {
+        let io = tokio::runtime::Runtime::new().unwrap();
+        let services = Services::new(io.handle().clone(), Default::default()).unwrap();
+        let capabilities = builtin::all(&services)
+            .into_iter()
+            .map(|(h, _)| h)
+            .collect();
+        Env {
+            services,
+            capabilities,
+            dir: tempfile::tempdir().unwrap(),
+            _io: io,
+        }
     }
-}
 
-/// The built-in named `name`.
-pub fn find<'a>(handles: &'a [CapabilityHandle], name: &str) -> &'a CapabilityHandle {
-    handles
-        .iter()
-        .find(|h| h.name() == name)
-        .unwrap_or_else(|| panic!("no built-in {name}"))
+    /// The built-in named `name`.
+    pub fn capability(&self, name: &str) -> &CapabilityHandle {
+        self.capabilities
+            .iter()
+            .find(|h| h.name() == name)
+            .unwrap_or_else(|| panic!("no built-in {name}"))
+    }
+
+    /// Runs `capability`'s setup for cell `name`, its storage under the temp
+    /// root, and returns the cell as its imports will see it.
+    pub fn cell(&self, capability: &CapabilityHandle, name: &str) -> FakeGuest {
+        let max_message_bytes = 64 * 1024;
+        let storage_dir = self.dir.path().join(name);
+        std::fs::create_dir_all(&storage_dir).unwrap();
+        let state = capability
+            .setup(&SetupEnv {
+                cell: name.to_owned(),
+                cell_id: 1,
+                storage_dir,
+                cell_config: vec![0x80],
+                ext_config: vec![0x80],
+                max_message_bytes,
+                call_timeout_ms: 1_000,
+                allowed_outbound_hosts: Vec::new(),
+                host: HostHandle::new(&QUIET),
+            })
+            .unwrap_or_else(|e| panic!("setup of {}: {e}", capability.name()));
+        FakeGuest {
+            memory: vec![0; MEMORY_BYTES],
+            next: HEAP_START,
+            name: name.to_owned(),
+            max_message_bytes,
+            state,
+        }
+    }
 }

@@ -61,7 +61,6 @@ impl Code {
             Code::WRITE => "writing the result failed",
             Code::TOO_LARGE => "too large",
             Code::NOT_DECLARED => "capability not declared",
-            s3::CONFIG_MISSING | s3::ACCESS_DENIED => "capability-specific: see storage.s3",
             _ => "capability-specific error",
         }
     }

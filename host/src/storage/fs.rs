@@ -372,11 +372,9 @@ mod tests {
 
     #[test]
     fn files_round_trip_list_and_delete() {
-        let io = tokio::runtime::Runtime::new().unwrap();
-        let (_services, caps) = testenv::builtins(&io);
-        let fs = testenv::find(&caps, super::NAME);
-        let dir = tempfile::tempdir().unwrap();
-        let mut cell = testenv::cell(fs, "alpha", dir.path());
+        let env = testenv::Env::new();
+        let fs = env.capability(super::NAME);
+        let mut cell = env.cell(fs, "alpha");
 
         assert_eq!(
             cell.call(fs, "fs_write", &[b"notes/a.txt", b"hello"], false),
@@ -386,7 +384,7 @@ mod tests {
             cell.call(fs, "fs_read", &[b"notes/a.txt"], true),
             Ok(b"hello".to_vec())
         );
-        let on_disk = std::fs::read(dir.path().join("alpha/files/notes/a.txt")).unwrap();
+        let on_disk = std::fs::read(env.dir.path().join("alpha/files/notes/a.txt")).unwrap();
         assert_eq!(on_disk, b"hello");
         assert_eq!(
             cell.call(fs, "fs_write", &[b"b.txt", b""], false),
@@ -406,15 +404,13 @@ mod tests {
 
     #[test]
     fn paths_that_cannot_name_a_file_inside_are_refused() {
-        let io = tokio::runtime::Runtime::new().unwrap();
-        let (_services, caps) = testenv::builtins(&io);
-        let fs = testenv::find(&caps, super::NAME);
-        let dir = tempfile::tempdir().unwrap();
-        let mut cell = testenv::cell(fs, "alpha", dir.path());
-        std::fs::write(dir.path().join("secret"), b"outside").unwrap();
+        let env = testenv::Env::new();
+        let fs = env.capability(super::NAME);
+        let mut cell = env.cell(fs, "alpha");
+        std::fs::write(env.dir.path().join("secret"), b"outside").unwrap();
         std::os::unix::fs::symlink(
-            dir.path().join("secret"),
-            dir.path().join("alpha/files/link"),
+            env.dir.path().join("secret"),
+            env.dir.path().join("alpha/files/link"),
         )
         .unwrap();
 
@@ -437,19 +433,17 @@ mod tests {
         assert_eq!(cell.call(fs, "fs_read", &[b""], true), Err(1));
         assert_eq!(cell.call(fs, "fs_read", &[b"\xff"], true), Err(3));
         assert_eq!(
-            std::fs::read(dir.path().join("secret")).unwrap(),
+            std::fs::read(env.dir.path().join("secret")).unwrap(),
             b"outside"
         );
     }
 
     #[test]
     fn each_cell_has_its_own_files() {
-        let io = tokio::runtime::Runtime::new().unwrap();
-        let (_services, caps) = testenv::builtins(&io);
-        let fs = testenv::find(&caps, super::NAME);
-        let dir = tempfile::tempdir().unwrap();
-        let mut alpha = testenv::cell(fs, "alpha", dir.path());
-        let mut beta = testenv::cell(fs, "beta", dir.path());
+        let env = testenv::Env::new();
+        let fs = env.capability(super::NAME);
+        let mut alpha = env.cell(fs, "alpha");
+        let mut beta = env.cell(fs, "beta");
 
         assert_eq!(
             alpha.call(fs, "fs_write", &[b"doc", b"alpha's"], false),
@@ -461,5 +455,41 @@ mod tests {
             Err(4)
         );
         assert!(names(&beta.call(fs, "fs_list", &[b""], true).unwrap()).is_empty());
+    }
+
+    #[test]
+    fn lying_pointers_and_lengths_get_codes_and_touch_nothing() {
+        let env = testenv::Env::new();
+        let fs = env.capability(super::NAME);
+        let mut cell = env.cell(fs, "alpha");
+        let end = testenv::MEMORY_BYTES as u64;
+        let negative = u64::from(u32::MAX);
+        let over_limit = 64 * 1024 + 1;
+        let [path, path_len] = cell.place(b"doc");
+        let [data, data_len] = cell.place(b"x");
+
+        // fs_write(path, data): a pair past memory, negative, or over the limit.
+        for (args, code) in [
+            ([end - 1, 2, data, data_len], 2),
+            ([negative, path_len, data, data_len], 2),
+            ([path, negative, data, data_len], 2),
+            ([path, path_len, end, 1], 2),
+            ([path, over_limit, data, data_len], 9),
+            ([path, path_len, data, over_limit], 9),
+        ] {
+            assert_eq!(cell.call_raw(fs, "fs_write", &args), code, "{args:?}");
+        }
+        assert!(!env.dir.path().join("alpha/files/doc").exists());
+
+        // fs_read(path, out_ptr_ptr, out_len_ptr): out-pointers outside memory.
+        assert_eq!(
+            cell.call_raw(fs, "fs_write", &[path, path_len, data, data_len]),
+            0
+        );
+        for [ptr_out, len_out] in [[end, 0], [0, end - 2], [negative, 0]] {
+            let args = [path, path_len, ptr_out, len_out];
+            assert_eq!(cell.call_raw(fs, "fs_read", &args), 2, "{args:?}");
+        }
+        assert_eq!(cell.call(fs, "fs_read", &[b"doc"], true), Ok(b"x".to_vec()));
     }
 }

@@ -532,11 +532,9 @@ mod tests {
 
     #[test]
     fn statements_run_and_rows_come_back() {
-        let io = tokio::runtime::Runtime::new().unwrap();
-        let (_services, caps) = testenv::builtins(&io);
-        let db = testenv::find(&caps, super::NAME);
-        let dir = tempfile::tempdir().unwrap();
-        let mut cell = testenv::cell(db, "alpha", dir.path());
+        let env = testenv::Env::new();
+        let db = env.capability(super::NAME);
+        let mut cell = env.cell(db, "alpha");
         let none = [0x90u8]; // an empty MessagePack array: no parameters
 
         let create = b"CREATE TABLE t (a INTEGER, b TEXT)";
@@ -557,18 +555,16 @@ mod tests {
         assert_eq!(rows, [(7, "seven".to_owned())]);
 
         // The rows are in the cell's own database file.
-        let file = rusqlite::Connection::open(dir.path().join("alpha/data.db")).unwrap();
+        let file = rusqlite::Connection::open(env.dir.path().join("alpha/data.db")).unwrap();
         let b: String = file.query_row("SELECT b FROM t", [], |r| r.get(0)).unwrap();
         assert_eq!(b, "seven");
     }
 
     #[test]
     fn bad_input_gets_its_code() {
-        let io = tokio::runtime::Runtime::new().unwrap();
-        let (_services, caps) = testenv::builtins(&io);
-        let db = testenv::find(&caps, super::NAME);
-        let dir = tempfile::tempdir().unwrap();
-        let mut cell = testenv::cell(db, "alpha", dir.path());
+        let env = testenv::Env::new();
+        let db = env.capability(super::NAME);
+        let mut cell = env.cell(db, "alpha");
         let none = [0x90u8]; // an empty MessagePack array: no parameters
 
         assert_eq!(cell.call(db, "sqlite_exec", &[b"  ", &none], false), Err(1));
@@ -586,12 +582,12 @@ mod tests {
         );
         let attach = format!(
             "ATTACH DATABASE '{}' AS other",
-            dir.path().join("x.db").display()
+            env.dir.path().join("x.db").display()
         );
         assert_eq!(
             cell.call(db, "sqlite_exec", &[attach.as_bytes(), &none], false),
             Err(4)
         );
-        assert!(!dir.path().join("x.db").exists());
+        assert!(!env.dir.path().join("x.db").exists());
     }
 }

@@ -12,12 +12,12 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use pulp_ext_api::{Capability, CellState, Code, DeliverError, HostHandle, HostImport, SetupEnv};
+use pulp_ext_api::{Capability, CellState, Code, DeliverError, HostImport, SetupEnv};
 use pulp_wire::payload::HttpRoute;
 use rmp::encode;
 use tokio::sync::oneshot;
 
-use super::{CellLimits, Shared};
+use super::{Shared, TransportCell};
 use crate::msgpack::{self, Scalar};
 
 pub const NAME: &str = "transport.http.inbound";
@@ -34,9 +34,7 @@ enum Segment {
 /// What the listener needs of a cell that serves HTTP: the capability's state
 /// for the cell, held by its routes so a request costs no lookup by name.
 struct Target {
-    cell: Arc<str>,
-    limits: CellLimits,
-    handle: HostHandle,
+    cell: TransportCell,
     /// Requests waiting for this cell's reply.
     owed: AtomicUsize,
 }
@@ -130,7 +128,7 @@ impl Routes {
     }
 
     fn register(&self, target: &Arc<Target>, method: &str, path: &str) -> Result<(), Code> {
-        let cell = &*target.cell;
+        let cell = &*target.cell.name;
         let method =
             Method::from_bytes(method.to_ascii_uppercase().as_bytes()).map_err(|_| Code::DECODE)?;
         if !path.starts_with('/') {
@@ -147,7 +145,7 @@ impl Routes {
             }
             let message = format!(
                 "route {method} {path} is registered by both cell {} ({method} {}) and cell {cell}; give each route to one cell",
-                other.target.cell, other.pattern
+                other.target.cell.name, other.pattern
             );
             tracing::error!(cell, "{message}");
             self.conflicts.lock().unwrap().push(message);
@@ -290,9 +288,7 @@ impl Capability for HttpInbound {
 
     fn setup(&self, env: &SetupEnv) -> Result<CellState, String> {
         Ok(CellState::new(Arc::new(Target {
-            cell: Arc::from(env.cell.as_str()),
-            limits: CellLimits::of(env),
-            handle: env.host,
+            cell: TransportCell::of(env),
             owed: AtomicUsize::new(0),
         })))
     }
@@ -442,7 +438,7 @@ pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -
             None => return status(StatusCode::NOT_FOUND, "no route\n"),
         }
     };
-    let limits = &target.limits;
+    let limits = &target.cell.limits;
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -512,7 +508,7 @@ pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -
         id,
         armed: true,
     };
-    if let Err(e) = target.handle.deliver("http.request", &payload, id) {
+    if let Err(e) = target.cell.handle.deliver("http.request", &payload, id) {
         return match e {
             DeliverError::Full => status(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -549,12 +545,10 @@ mod tests {
 
     #[test]
     fn a_route_belongs_to_one_cell_and_so_do_its_replies() {
-        let io = tokio::runtime::Runtime::new().unwrap();
-        let (services, caps) = crate::testenv::builtins(&io);
-        let http = crate::testenv::find(&caps, NAME);
-        let dir = tempfile::tempdir().unwrap();
-        let mut alpha = crate::testenv::cell(http, "alpha", dir.path());
-        let mut beta = crate::testenv::cell(http, "beta", dir.path());
+        let env = crate::testenv::Env::new();
+        let http = env.capability(NAME);
+        let mut alpha = env.cell(http, "alpha");
+        let mut beta = env.cell(http, "beta");
         let route = |method: &str, path: &str| {
             let mut map = std::collections::BTreeMap::new();
             map.insert("method", method);
@@ -576,7 +570,7 @@ mod tests {
             beta.call(http, "http_register", &[&route("GET", "/a/:name")], false),
             Err(4)
         );
-        assert_eq!(services.transport.conflicts().len(), 1);
+        assert_eq!(env.services.transport.conflicts().len(), 1);
         assert_eq!(
             beta.call(http, "http_register", &[&route("GET", "a")], false),
             Err(3)

@@ -49,12 +49,12 @@ pub(crate) struct TransportCell {
 }
 
 impl TransportCell {
-    fn of(env: &SetupEnv) -> Arc<TransportCell> {
-        Arc::new(TransportCell {
+    fn of(env: &SetupEnv) -> TransportCell {
+        TransportCell {
             name: Arc::from(env.cell.as_str()),
             limits: CellLimits::of(env),
             handle: env.host,
-        })
+        }
     }
 }
 

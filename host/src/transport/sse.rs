@@ -170,7 +170,7 @@ impl Capability for ServerSentEvents {
     }
 
     fn setup(&self, env: &SetupEnv) -> Result<CellState, String> {
-        Ok(CellState::new(TransportCell::of(env)))
+        Ok(CellState::new(Arc::new(TransportCell::of(env))))
     }
 
     fn teardown_cell(&self, _cell: &str, state: &CellState) {

@@ -353,7 +353,7 @@ impl Capability for WsInbound {
     }
 
     fn setup(&self, env: &SetupEnv) -> Result<CellState, String> {
-        Ok(CellState::new(TransportCell::of(env)))
+        Ok(CellState::new(Arc::new(TransportCell::of(env))))
     }
 
     fn cell_failed(&self, _cell: &str, state: &CellState) {

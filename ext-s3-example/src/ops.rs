@@ -8,6 +8,7 @@ use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutOptions};
 use pulp_ext_api::Code;
+use pulp_wire::payload::nil_as_default;
 use serde::{Deserialize, Serialize};
 
 use crate::key::{self, Refused};
@@ -98,7 +99,7 @@ struct PutRequest<'a> {
     key: std::borrow::Cow<'a, str>,
     #[serde(with = "serde_bytes")]
     body: Vec<u8>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nil_as_default")]
     content_type: Option<String>,
 }
 
@@ -212,11 +213,11 @@ const MAX_KEYS: usize = 1000;
 
 #[derive(Deserialize)]
 struct ListRequest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nil_as_default")]
     prefix: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nil_as_default")]
     continuation_token: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nil_as_default")]
     max_keys: i64,
 }
 
@@ -310,7 +311,7 @@ const DEFAULT_TTL_SEC: u64 = 900;
 struct PresignRequest<'a> {
     #[serde(borrow)]
     key: std::borrow::Cow<'a, str>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nil_as_default")]
     ttl_sec: u64,
 }
 

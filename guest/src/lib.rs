@@ -12,7 +12,7 @@
 //! `pulp-ext-s3` extension). The transport modules also hold typed payloads for their
 //! events, each naming its kind: `event.decode::<ws::WsFrame>()` when
 //! `event.kind() == ws::WsFrame::KIND`; requests decode with
-//! `http::Request::from_step(step)`, or in place with `http::RequestView`.
+//! `http::Request::from_step(step)`, or in place with `http::request_view(step)`.
 //!
 //! Imports that return data (`http_fetch`, or an extension's) take two
 //! out-pointers: the host allocates the result with `pulp_alloc` and stores
@@ -149,5 +149,3 @@ macro_rules! export_cell {
         };
     };
 }
-#[cfg(test)]
-mod proptests;

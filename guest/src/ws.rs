@@ -5,10 +5,9 @@
 //! into [`WsOpen`], [`WsFrame`] and [`WsClose`].
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
+pub use pulp_wire::payload::{WsClose, WsFrame, WsOpen};
 use pulp_wire::payload::{WsCloseRequest, WsSend};
-use serde::Deserialize;
 
 use crate::{raw, Code};
 
@@ -25,6 +24,19 @@ pub fn register(path: &str) -> Result<(), Code> {
 pub enum Message {
     Text(String),
     Binary(Vec<u8>),
+}
+
+impl Message {
+    /// A received frame as a message; `None` for an opcode other than text
+    /// or binary, or text that is not UTF-8.
+    pub fn from_frame(frame: WsFrame<'_>) -> Option<Message> {
+        let payload = frame.payload.into_owned().into_vec();
+        match frame.opcode {
+            TEXT => String::from_utf8(payload).ok().map(Message::Text),
+            BINARY => Some(Message::Binary(payload)),
+            _ => None,
+        }
+    }
 }
 
 /// Sends `message` on connection `conn_id`.
@@ -54,58 +66,4 @@ pub fn close(conn_id: u64, code: u16, reason: &str) -> Result<(), Code> {
             reason: Cow::Borrowed(reason),
         },
     )
-}
-
-/// The payload of a `ws.open` event: a client connected.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-pub struct WsOpen {
-    pub conn_id: u64,
-    /// The registered path the client connected to.
-    pub path: String,
-    #[serde(default)]
-    pub query: BTreeMap<String, String>,
-    /// Keyed by lower-case names.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-}
-
-impl WsOpen {
-    pub const KIND: &'static str = "ws.open";
-}
-
-/// The payload of a `ws.frame` event: a message from the client.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-pub struct WsFrame {
-    pub conn_id: u64,
-    /// 1 text, 2 binary.
-    pub opcode: u8,
-    #[serde(with = "serde_bytes")]
-    pub payload: Vec<u8>,
-}
-
-impl WsFrame {
-    pub const KIND: &'static str = "ws.frame";
-
-    /// The frame as a [`Message`]; `None` for an opcode other than text or
-    /// binary, or text that is not UTF-8.
-    pub fn into_message(self) -> Option<Message> {
-        match self.opcode {
-            TEXT => String::from_utf8(self.payload).ok().map(Message::Text),
-            BINARY => Some(Message::Binary(self.payload)),
-            _ => None,
-        }
-    }
-}
-
-/// The payload of a `ws.close` event: the connection is gone.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-pub struct WsClose {
-    pub conn_id: u64,
-    pub code: u16,
-    #[serde(default)]
-    pub reason: String,
-}
-
-impl WsClose {
-    pub const KIND: &'static str = "ws.close";
 }

@@ -37,7 +37,7 @@ fn write_value(out: &mut Vec<u8>, value: &toml::Value) {
     }
 }
 
-pub use pulp_wire::msgpack::{Reader, Scalar, check_one_value, write_pairs};
+pub use pulp_wire::msgpack::{Reader, Scalar, check_one_value};
 
 #[cfg(test)]
 mod tests {

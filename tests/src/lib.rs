@@ -1,7 +1,7 @@
 //! The end-to-end harness: builds the real `pulp` binary, the extension libraries
 //! and the test cells once, then runs `pulp` as a child process and reads its log.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -308,11 +308,36 @@ pub fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (ExitStatus, String) {
 
 /// A blocking HTTP client for the tests, with rustls on ring like the host.
 pub fn http_client() -> reqwest::blocking::Client {
+    http_client_builder().build().unwrap()
+}
+
+/// The builder of [`http_client`], for a test that needs another setting.
+pub fn http_client_builder() -> reqwest::blocking::ClientBuilder {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(60))
+}
+
+/// A server on a free loopback port answering up to 20 requests with
+/// `status` (e.g. `"201 Created"`) and `body`; its port.
+pub fn upstream(status: &'static str, body: &'static str) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(20) {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let reply = format!(
+                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(reply.as_bytes());
+        }
+    });
+    port
 }
 
 /// Starts pulp serving HTTP on a free port; returns it ready, with the port.

@@ -2,10 +2,12 @@
 //! HTTP in and out, WebSocket, SSE, HTTPS.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
-use pulp_e2e::{Scratch, cell, count, http_client, run, start_http as start};
+use pulp_e2e::{
+    Scratch, cell, count, http_client, http_client_builder, run, start_http as start, upstream,
+};
 
 #[test]
 fn http_routes_params_query_headers_cookies_and_bodies() {
@@ -64,6 +66,45 @@ fn http_routes_params_query_headers_cookies_and_bodies() {
     );
     assert_eq!(http.get(url("/nowhere")).send().unwrap().status(), 404);
     assert_eq!(http.post(url("/two/x")).send().unwrap().status(), 405);
+}
+
+#[test]
+fn routing_answers_head_names_allowed_methods_and_cleans_paths() {
+    let scratch = Scratch::new();
+    let (_pulp, port) = start(&scratch, &[cell("echo"), cell("echo2")], &[]);
+    let http = http_client_builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+
+    // HEAD is the GET route's response without its body.
+    let r = http.head(url("/echo/hello")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], "5");
+    assert_eq!(r.headers()["content-type"], "text/plain");
+    assert_eq!(r.bytes().unwrap().len(), 0);
+
+    // A path known under other methods: 405 naming them (RFC 9110).
+    let r = http.post(url("/two/x")).send().unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "GET, HEAD");
+
+    // Empty, `.` and `..` segments redirect to the clean path, query kept;
+    // a trailing slash makes another path.
+    let r = http.get(url("//echo//hi?x=1")).send().unwrap();
+    assert_eq!(r.status(), 308);
+    assert_eq!(r.headers()["location"], "/echo/hi?x=1");
+    // Sent raw: HTTP clients remove dot segments themselves.
+    let mut raw = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    raw.write_all(b"GET /inspect/./../echo/hi HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 308"), "{answer}");
+    assert!(answer.contains("location: /echo/hi\r\n"), "{answer}");
+    assert_eq!(http.get(url("/inspect/")).send().unwrap().status(), 404);
+    assert_eq!(http.get(url("/echo/hi/")).send().unwrap().status(), 404);
 }
 
 #[test]
@@ -179,31 +220,9 @@ fn two_cells_on_one_route_fail_start_up() {
     );
 }
 
-/// A one-route HTTP server on loopback that answers every request with `body`.
-fn upstream(body: &'static str) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(20) {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            let reply = format!(
-                "HTTP/1.1 201 Created\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(reply.as_bytes());
-        }
-    });
-    port
-}
-
 #[test]
 fn outbound_fetch_follows_the_egress_policy() {
-    let upstream_port = upstream("from upstream");
+    let upstream_port = upstream("201 Created", "from upstream");
     let scratch = Scratch::new();
     let allowed = scratch.manifest_variant("fetcher", "allowed.toml", |t| {
         t.replace(

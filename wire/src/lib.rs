@@ -8,13 +8,18 @@
 //! - [`envelope`]: the buffer `pulp_step` receives, header and `StepEvent`.
 //! - [`msgpack`]: one borrowing MessagePack reader, the checks the host runs on
 //!   payloads, and the map writer both sides use.
-//! - [`payload`]: the requests cells send to the built-in capabilities.
+//! - [`http`]: the `http.request` event and the `http_respond` reply, read
+//!   in place.
+//! - [`payload`]: the other requests and events of the built-in capabilities.
 
 pub mod code;
 pub mod envelope;
+pub mod http;
 mod level;
 pub mod msgpack;
 pub mod payload;
+#[cfg(test)]
+mod proptests;
 
 pub use code::Code;
 pub use level::Level;

@@ -11,7 +11,7 @@ use std::fmt;
 pub struct Error(String);
 
 impl Error {
-    fn new(message: impl Into<String>) -> Error {
+    pub fn new(message: impl Into<String>) -> Error {
         Error(message.into())
     }
 }
@@ -165,6 +165,14 @@ impl<'a> Reader<'a> {
 
     fn marker(&mut self) -> Option<u8> {
         Some(self.take(1)?[0])
+    }
+
+    /// Steps over a nil if one is next: an optional field sent as nil reads
+    /// as absent (Go encodes a nil slice or map that way).
+    pub fn nil(&mut self) -> bool {
+        let nil = self.bytes.get(self.at) == Some(&0xc0);
+        self.at += usize::from(nil);
+        nil
     }
 
     /// A map's entry count; its keys and values follow.
@@ -353,15 +361,16 @@ pub fn check_one_value(bytes: &[u8]) -> Result<(), String> {
 }
 
 /// Writes string pairs as a MessagePack map.
-pub fn write_pairs<'a>(
+pub fn write_pairs<K: AsRef<str>, V: AsRef<str>>(
     out: &mut Vec<u8>,
-    pairs: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+    pairs: impl ExactSizeIterator<Item = (K, V)>,
 ) {
+    let len = u32::try_from(pairs.len()).expect("a MessagePack length fits in u32");
     // Writing into a Vec cannot fail.
-    rmp::encode::write_map_len(out, pairs.len() as u32).expect("vec write");
-    for (k, v) in pairs {
-        rmp::encode::write_str(out, k).expect("vec write");
-        rmp::encode::write_str(out, v).expect("vec write");
+    rmp::encode::write_map_len(out, len).expect("vec write");
+    for (key, value) in pairs {
+        rmp::encode::write_str(out, key.as_ref()).expect("vec write");
+        rmp::encode::write_str(out, value.as_ref()).expect("vec write");
     }
 }
 

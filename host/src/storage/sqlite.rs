@@ -503,11 +503,11 @@ fn bind(stmt: &mut Statement<'_>, params: &[ValueRef<'_>]) -> rusqlite::Result<(
     Ok(())
 }
 
-/// Decodes the MessagePack array of SQL parameters (empty input = none), borrowing
-/// strings and bytes from the cell's memory. Booleans bind as 0/1; arrays, maps,
+/// Decodes the MessagePack array of SQL parameters (empty input or nil = none),
+/// borrowing strings and bytes from the cell's memory. Booleans bind as 0/1; arrays, maps,
 /// extension types and integers over `i64::MAX` have no SQL value: `None`.
 pub(crate) fn decode_params(bytes: &[u8]) -> Option<Vec<ValueRef<'_>>> {
-    if bytes.is_empty() {
+    if bytes.is_empty() || bytes == [0xc0] {
         return Some(Vec::new());
     }
     let mut reader = Reader::new(bytes);

@@ -8,28 +8,22 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody as _};
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pulp_ext_api::{Capability, CellState, Code, DeliverError, HostImport, SetupEnv};
+use pulp_wire::http::{self, ReplyView, RequestHead};
 use pulp_wire::payload::HttpRoute;
-use rmp::encode;
 use tokio::sync::oneshot;
 
 use super::{Shared, TransportCell};
-use crate::msgpack::{self, Scalar};
+use pulp_wire::msgpack;
 
 pub const NAME: &str = "transport.http.inbound";
 
 /// Requests a cell may have waiting for a reply; past this the listener answers 503.
 const MAX_PENDING_PER_CELL: usize = 256;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Segment {
-    Literal(String),
-    Param(Arc<str>),
-}
 
 /// What the listener needs of a cell that serves HTTP: the capability's state
 /// for the cell, held by its routes so a request costs no lookup by name.
@@ -39,55 +33,95 @@ struct Target {
     owed: AtomicUsize,
 }
 
+/// One registered route: a method and a pattern, owned by one cell.
 struct Route {
-    method: Method,
-    segments: Vec<Segment>,
+    /// As the cell registered it, for messages.
     pattern: String,
+    /// The names of the pattern's `:name` segments, in order; the router
+    /// knows them by position only, so routes differing in names alone
+    /// have one shape.
+    names: Vec<Arc<str>>,
     target: Arc<Target>,
 }
 
-fn parse_pattern(path: &str) -> Vec<Segment> {
-    path.split('/')
-        .filter(|s| !s.is_empty())
-        .map(|s| match s.strip_prefix(':') {
-            Some(name) => Segment::Param(Arc::from(name)),
-            None => Segment::Literal(s.to_owned()),
+/// The router's form of a pattern: each `:name` segment a positional
+/// parameter, literal braces escaped.
+fn shape(pattern: &str) -> (String, Vec<Arc<str>>) {
+    let mut names = Vec::new();
+    let segments: Vec<String> = pattern
+        .split('/')
+        .map(|segment| match segment.strip_prefix(':') {
+            Some(name) if !name.is_empty() => {
+                names.push(Arc::from(name));
+                format!("{{p{}}}", names.len() - 1)
+            }
+            _ => segment.replace('{', "{{").replace('}', "}}"),
         })
-        .collect()
-}
-
-/// Same shape: the same literals with parameters in the same places.
-fn same_shape(a: &[Segment], b: &[Segment]) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| match (x, y) {
-            (Segment::Literal(x), Segment::Literal(y)) => x == y,
-            (Segment::Param(_), Segment::Param(_)) => true,
-            _ => false,
-        })
+        .collect();
+    (segments.join("/"), names)
 }
 
 /// Parameter names and their percent-decoded values, borrowed from the path
 /// where nothing needed decoding.
 type Params<'p> = Vec<(Arc<str>, Cow<'p, str>)>;
 
-/// The captured parameters and how many literal segments matched (more is better).
-fn match_path<'p>(segments: &[Segment], path: &[&'p str]) -> Option<(Params<'p>, usize)> {
-    if segments.len() != path.len() {
+/// The route `method` `path` reaches, with its parameters.
+fn find<'r, 'p>(
+    table: &'r RouteTable,
+    method: &Method,
+    path: &'p str,
+) -> Option<(&'r Route, Params<'p>)> {
+    let found = table.by_method.get(method)?.at(path).ok()?;
+    let route: &Route = found.value;
+    let params = route
+        .names
+        .iter()
+        .zip(found.params.iter())
+        .map(|(name, (_, value))| {
+            let value = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
+            (Arc::clone(name), value)
+        })
+        .collect();
+    Some((route, params))
+}
+
+/// The clean form of a path with empty, `.` or `..` segments (as Go's
+/// ServeMux cleans it); `None` when it is clean already. A trailing slash is
+/// kept: `/a/` and `/a` are different paths.
+fn clean_path(path: &str) -> Option<String> {
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    let unclean = segments
+        .iter()
+        .enumerate()
+        .any(|(i, s)| (s.is_empty() && i != last) || *s == "." || *s == "..");
+    if !unclean {
         return None;
     }
-    let mut params = Vec::new();
-    let mut literals = 0;
-    for (segment, part) in segments.iter().zip(path) {
-        match segment {
-            Segment::Literal(l) if l == part => literals += 1,
-            Segment::Literal(_) => return None,
-            Segment::Param(name) => {
-                let value = percent_encoding::percent_decode_str(part).decode_utf8_lossy();
-                params.push((Arc::clone(name), value));
+    let mut clean: Vec<&str> = Vec::new();
+    for segment in &segments {
+        match *segment {
+            "" | "." => {}
+            ".." => {
+                clean.pop();
             }
+            segment => clean.push(segment),
         }
     }
-    Some((params, literals))
+    let trailing = path.ends_with('/') && !clean.is_empty();
+    Some(format!(
+        "/{}{}",
+        clean.join("/"),
+        if trailing { "/" } else { "" }
+    ))
+}
+
+#[derive(Default)]
+struct RouteTable {
+    by_method: HashMap<Method, matchit::Router<Arc<Route>>>,
+    /// Every route with its method and shape, to find conflicts and remove a
+    /// cell's routes.
+    all: Vec<(Method, String, Arc<Route>)>,
 }
 
 struct Pending {
@@ -116,7 +150,7 @@ impl PendingTable {
 
 #[derive(Default)]
 pub struct Routes {
-    routes: RwLock<Vec<Route>>,
+    routes: RwLock<RouteTable>,
     pending: Mutex<PendingTable>,
     next_id: AtomicU64,
     conflicts: Mutex<Vec<String>>,
@@ -134,11 +168,12 @@ impl Routes {
         if !path.starts_with('/') {
             return Err(Code::DECODE);
         }
-        let segments = parse_pattern(path);
+        let (shape, names) = shape(path);
         let mut routes = self.routes.write().unwrap();
-        if let Some(other) = routes
+        if let Some((_, _, other)) = routes
+            .all
             .iter()
-            .find(|r| r.method == method && same_shape(&r.segments, &segments))
+            .find(|(m, s, _)| *m == method && *s == shape)
         {
             if Arc::ptr_eq(&other.target, target) {
                 return Ok(());
@@ -151,13 +186,31 @@ impl Routes {
             self.conflicts.lock().unwrap().push(message);
             return Err(Code::REFUSED);
         }
-        routes.push(Route {
-            method,
-            segments,
+        let route = Arc::new(Route {
             pattern: path.to_owned(),
+            names,
             target: Arc::clone(target),
         });
+        let router = routes.by_method.entry(method.clone()).or_default();
+        if let Err(e) = router.insert(shape.clone(), Arc::clone(&route)) {
+            tracing::warn!(cell, "route {method} {path} refused: {e}");
+            return Err(Code::REFUSED);
+        }
+        routes.all.push((method, shape, route));
         Ok(())
+    }
+
+    /// Drops every route of `target`.
+    fn remove(&self, target: &Arc<Target>) {
+        let mut routes = self.routes.write().unwrap();
+        let RouteTable { by_method, all } = &mut *routes;
+        all.retain(|(method, shape, route)| {
+            let keep = !Arc::ptr_eq(&route.target, target);
+            if !keep && let Some(router) = by_method.get_mut(method) {
+                router.remove(shape.as_str());
+            }
+            keep
+        });
     }
 
     /// Fails every reply a cell still owes: 502, since it will not come.
@@ -177,74 +230,30 @@ impl Routes {
     }
 }
 
-/// Decodes `http_respond`'s `{id, status, headers, body, cookies?}` straight into
-/// the response the listener sends, on the cell's thread. Header names and
-/// values HTTP cannot carry are dropped; a status outside 100..=999 is 500.
-pub(crate) fn decode_reply(bytes: &[u8]) -> Option<(u64, Response)> {
-    let mut reader = msgpack::Reader::new(bytes);
-    let (mut id, mut status) = (None, None);
-    let mut response = Response::new(Body::empty());
-    for _ in 0..reader.map_len()? {
-        let Scalar::Str(key) = reader.scalar()? else {
-            return None;
-        };
-        match key {
-            "id" => id = Some(u64::try_from(int(&mut reader)?).ok()?),
-            "status" => status = Some(u16::try_from(int(&mut reader)?).ok()?),
-            "headers" => {
-                for _ in 0..reader.map_len()? {
-                    let (name, value) = (text(&mut reader)?, text(&mut reader)?);
-                    if let (Ok(name), Ok(value)) =
-                        (HeaderName::try_from(name), HeaderValue::try_from(value))
-                    {
-                        // A header map has a fixed ceiling; a reply past it does not decode.
-                        response.headers_mut().try_insert(name, value).ok()?;
-                    }
-                }
-            }
-            "body" => {
-                let body = match reader.scalar()? {
-                    Scalar::Bin(bytes) => bytes,
-                    Scalar::Str(text) => text.as_bytes(),
-                    _ => return None,
-                };
-                *response.body_mut() = Body::from(body.to_vec());
-            }
-            "cookies" => {
-                for _ in 0..reader.array_len()? {
-                    if let Ok(value) = HeaderValue::try_from(text(&mut reader)?) {
-                        response
-                            .headers_mut()
-                            .try_append(header::SET_COOKIE, value)
-                            .ok()?;
-                    }
-                }
-            }
-            _ => {
-                reader.skip()?;
-            }
+/// Decodes `http_respond`'s reply straight into the response the listener
+/// sends, on the cell's thread. Header names and values HTTP cannot carry are
+/// dropped; a status outside 100..=999 is 500.
+pub(crate) fn decode_reply(bytes: &[u8]) -> Result<(u64, Response), msgpack::Error> {
+    let reply = ReplyView::decode(bytes)?;
+    let mut response = Response::new(Body::from(reply.body.to_vec()));
+    let headers = response.headers_mut();
+    let full = || msgpack::Error::new("http_respond request: too many headers");
+    for (name, value) in reply.headers.iter() {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            // A header map has a fixed ceiling; a reply past it does not decode.
+            headers.try_insert(name, value).map_err(|_| full())?;
         }
     }
-    if !reader.is_done() {
-        return None;
+    for cookie in reply.cookies.iter() {
+        if let Ok(value) = HeaderValue::try_from(cookie) {
+            headers
+                .try_append(header::SET_COOKIE, value)
+                .map_err(|_| full())?;
+        }
     }
     *response.status_mut() =
-        StatusCode::from_u16(status?).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    Some((id?, response))
-}
-
-fn int(reader: &mut msgpack::Reader<'_>) -> Option<i64> {
-    match reader.scalar()? {
-        Scalar::Int(i) => Some(i),
-        _ => None,
-    }
-}
-
-fn text<'a>(reader: &mut msgpack::Reader<'a>) -> Option<&'a str> {
-    match reader.scalar()? {
-        Scalar::Str(text) => Some(text),
-        _ => None,
-    }
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    Ok((reply.id, response))
 }
 
 pub struct HttpInbound(pub Arc<Shared>);
@@ -270,7 +279,10 @@ impl Capability for HttpInbound {
             if bytes.is_empty() {
                 return Err(Code::EMPTY);
             }
-            let (id, response) = decode_reply(bytes).ok_or(Code::DECODE)?;
+            let (id, response) = decode_reply(bytes).map_err(|e| {
+                tracing::warn!(cell = guest.cell(), "http_respond refused: {e}");
+                Code::DECODE
+            })?;
             let mut pending = shared.http.pending.lock().unwrap();
             let target = guest.state::<Arc<Target>>()?;
             match pending.by_id.get(&id) {
@@ -303,12 +315,7 @@ impl Capability for HttpInbound {
         let Some(target) = state.get::<Arc<Target>>() else {
             return;
         };
-        self.0
-            .http
-            .routes
-            .write()
-            .unwrap()
-            .retain(|r| !Arc::ptr_eq(&r.target, target));
+        self.0.http.remove(target);
         self.0.http.fail_pending(target);
     }
 }
@@ -330,63 +337,36 @@ fn too_large() -> Response {
     response
 }
 
-/// The `http.request` payload (docs/capabilities.md), encoded directly.
-#[allow(clippy::too_many_arguments)]
+/// The `http.request` payload (docs/capabilities.md).
 fn encode_request(
-    id: u64,
-    method: &str,
-    path: &str,
+    head: RequestHead<'_>,
     params: &Params<'_>,
     query: &[(String, String)],
     headers: &HeaderMap,
     body: &[u8],
-    remote: &SocketAddr,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(128 + body.len());
-    encode::write_map_len(&mut out, 8).expect("vec write");
-    encode::write_str(&mut out, "id").expect("vec write");
-    encode::write_u64(&mut out, id).expect("vec write");
-    encode::write_str(&mut out, "method").expect("vec write");
-    encode::write_str(&mut out, method).expect("vec write");
-    encode::write_str(&mut out, "path").expect("vec write");
-    encode::write_str(&mut out, path).expect("vec write");
-    encode::write_str(&mut out, "params").expect("vec write");
-    msgpack::write_pairs(&mut out, params.iter().map(|(k, v)| (&**k, &**v)));
-    encode::write_str(&mut out, "query").expect("vec write");
-    msgpack::write_pairs(
+    http::write_request(
         &mut out,
+        head,
+        params.iter().map(|(k, v)| (&**k, &**v)),
         query.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        super::joined_headers(headers),
+        body,
     );
-    encode::write_str(&mut out, "headers").expect("vec write");
-    // Repeated headers are joined with ", ", as HTTP allows for most of them.
-    encode::write_map_len(&mut out, headers.keys_len() as u32).expect("vec write");
-    for name in headers.keys() {
-        encode::write_str(&mut out, name.as_str()).expect("vec write");
-        let mut values = headers.get_all(name).iter();
-        let first = values.next().map(|v| String::from_utf8_lossy(v.as_bytes()));
-        match values.next() {
-            None => encode::write_str(&mut out, first.as_deref().unwrap_or("")).expect("vec write"),
-            Some(second) => {
-                let mut joined = first.map(|f| f.into_owned()).unwrap_or_default();
-                for value in std::iter::once(second).chain(values) {
-                    joined.push_str(", ");
-                    joined.push_str(&String::from_utf8_lossy(value.as_bytes()));
-                }
-                encode::write_str(&mut out, &joined).expect("vec write");
-            }
-        }
-    }
-    encode::write_str(&mut out, "body").expect("vec write");
-    encode::write_bin(&mut out, body).expect("vec write");
-    encode::write_str(&mut out, "remote_addr").expect("vec write");
-    // The longest IPv6 socket address is 47 characters: no allocation needed.
-    let mut text = [0u8; 64];
-    let mut cursor = &mut text[..];
-    write!(cursor, "{remote}").expect("a socket address fits");
-    let written = 64 - cursor.len();
-    let remote = std::str::from_utf8(&text[..written]).expect("formatted as UTF-8");
-    encode::write_str(&mut out, remote).expect("vec write");
     out
+}
+
+/// A GET's response as the answer to a HEAD: the headers, with the length
+/// the body would have had.
+fn without_body(response: Response) -> Response {
+    let (mut parts, body) = response.into_parts();
+    if let Some(len) = body.size_hint().exact() {
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    Response::from_parts(parts, Body::empty())
 }
 
 /// A request's claim on its cell's reply slots, given back when dropped.
@@ -407,27 +387,43 @@ impl Drop for Owed<'_> {
 pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
-    let parts_of_path: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-
-    let (target, params) = {
-        let routes = shared.http.routes.read().unwrap();
-        let mut best: Option<(&Route, Params<'_>, usize)> = None;
-        let mut allowed: Vec<&str> = Vec::new();
-        for route in routes.iter() {
-            if let Some((params, literals)) = match_path(&route.segments, &parts_of_path) {
-                if !allowed.contains(&route.method.as_str()) {
-                    allowed.push(route.method.as_str());
-                }
-                if route.method == parts.method
-                    && best.as_ref().is_none_or(|(_, _, l)| literals > *l)
-                {
-                    best = Some((route, params, literals));
-                }
-            }
+    if let Some(clean) = clean_path(path) {
+        let location = match parts.uri.query() {
+            Some(query) => format!("{clean}?{query}"),
+            None => clean,
+        };
+        let mut response = status(StatusCode::PERMANENT_REDIRECT, "path is not clean\n");
+        if let Ok(value) = HeaderValue::try_from(location) {
+            response.headers_mut().insert(header::LOCATION, value);
         }
-        match best {
-            Some((route, params, _)) => (Arc::clone(&route.target), params),
-            None if !allowed.is_empty() => {
+        return response;
+    }
+    // HEAD is served by the GET route unless one is registered for it.
+    let head = parts.method == Method::HEAD;
+    let (target, params, method) = {
+        let routes = shared.http.routes.read().unwrap();
+        let found = find(&routes, &parts.method, path)
+            .map(|(route, params)| (route, params, parts.method.as_str()))
+            .or_else(|| {
+                head.then(|| find(&routes, &Method::GET, path))
+                    .flatten()
+                    .map(|(route, params)| (route, params, Method::GET.as_str()))
+            });
+        match found {
+            Some((route, params, method)) => (Arc::clone(&route.target), params, method),
+            None => {
+                let mut allowed: Vec<&str> = routes
+                    .by_method
+                    .iter()
+                    .filter(|(_, router)| router.at(path).is_ok())
+                    .map(|(method, _)| method.as_str())
+                    .collect();
+                if allowed.is_empty() {
+                    return status(StatusCode::NOT_FOUND, "no route\n");
+                }
+                if allowed.contains(&"GET") && !allowed.contains(&"HEAD") {
+                    allowed.push("HEAD");
+                }
                 allowed.sort_unstable();
                 let mut response = status(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
                 if let Ok(value) = HeaderValue::try_from(allowed.join(", ")) {
@@ -435,7 +431,6 @@ pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -
                 }
                 return response;
             }
-            None => return status(StatusCode::NOT_FOUND, "no route\n"),
         }
     };
     let limits = &target.cell.limits;
@@ -470,16 +465,18 @@ pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -
     let query = super::parse_query(parts.uri.query());
 
     let id = shared.http.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-    let payload = encode_request(
+    // The longest IPv6 socket address is 47 characters: no allocation needed.
+    let mut remote_text = [0u8; 64];
+    let mut cursor = &mut remote_text[..];
+    write!(cursor, "{remote}").expect("a socket address fits");
+    let written = 64 - cursor.len();
+    let request_head = RequestHead {
         id,
-        parts.method.as_str(),
+        method,
         path,
-        &params,
-        &query,
-        &parts.headers,
-        &body,
-        &remote,
-    );
+        remote_addr: std::str::from_utf8(&remote_text[..written]).expect("formatted as UTF-8"),
+    };
+    let payload = encode_request(request_head, &params, &query, &parts.headers, &body);
     // The whole event, headers and all, is bounded too (docs/manifest.md).
     if payload.len() as u64 > limits.max_message_bytes {
         return too_large();
@@ -526,7 +523,11 @@ pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -
         // The slot went with the reply, or with the cell's failure.
         Ok(Ok(Some(response))) => {
             owed.armed = false;
-            response
+            if head {
+                without_body(response)
+            } else {
+                response
+            }
         }
         Ok(Ok(None)) | Ok(Err(_)) => {
             owed.armed = false;
@@ -623,18 +624,73 @@ mod tests {
         ];
         assert_eq!(decode_reply(&text_body).unwrap().1.status(), 200);
         let no_status = [0x81, 0xa2, b'i', b'd', 1];
-        assert!(decode_reply(&no_status).is_none());
+        assert!(decode_reply(&no_status).is_err());
     }
 
     #[test]
-    fn patterns_match_and_capture() {
-        let route = parse_pattern("/echo/:msg");
-        let (params, literals) = match_path(&route, &["echo", "hi%20there"]).unwrap();
-        assert_eq!(params, [(Arc::from("msg"), Cow::from("hi there"))]);
-        assert_eq!(literals, 1);
-        assert!(match_path(&route, &["echo"]).is_none());
-        assert!(match_path(&route, &["other", "x"]).is_none());
-        assert!(same_shape(&route, &parse_pattern("/echo/:other")));
-        assert!(!same_shape(&route, &parse_pattern("/echo/fixed")));
+    fn routes_match_by_shape_and_capture_decoded() {
+        let env = crate::testenv::Env::new();
+        let http = env.capability(NAME);
+        let mut alpha = env.cell(http, "alpha");
+        let route = |method: &str, path: &str| {
+            rmp_serde::to_vec_named(&HttpRoute {
+                method: method.into(),
+                path: path.into(),
+            })
+            .unwrap()
+        };
+        for (method, path) in [
+            ("GET", "/echo/:msg"),
+            ("GET", "/echo/fixed"),
+            ("POST", "/echo/:other"),
+            ("GET", "/tokens"),
+            ("GET", "/a{b}"),
+        ] {
+            let registered = alpha.call(http, "http_register", &[&route(method, path)], false);
+            assert_eq!(registered, Ok(vec![]), "{method} {path}");
+        }
+        let shared = env.services.transport.shared();
+        let routes = shared.http.routes.read().unwrap();
+        let found = |method: Method, path: &'static str| {
+            find(&routes, &method, path).map(|(route, params)| {
+                let params: Vec<(String, String)> = params
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.into_owned()))
+                    .collect();
+                (route.pattern.clone(), params)
+            })
+        };
+        let pair = |k: &str, v: &str| vec![(k.to_owned(), v.to_owned())];
+        assert_eq!(
+            found(Method::GET, "/echo/hi%20there"),
+            Some(("/echo/:msg".into(), pair("msg", "hi there")))
+        );
+        // A literal segment wins over a parameter; names belong to their method.
+        assert_eq!(
+            found(Method::GET, "/echo/fixed"),
+            Some(("/echo/fixed".into(), vec![]))
+        );
+        assert_eq!(
+            found(Method::POST, "/echo/x"),
+            Some(("/echo/:other".into(), pair("other", "x")))
+        );
+        assert_eq!(
+            found(Method::GET, "/a{b}").map(|f| f.0),
+            Some("/a{b}".into())
+        );
+        assert_eq!(found(Method::GET, "/echo"), None);
+        assert_eq!(found(Method::GET, "/tokens/"), None);
+        assert_eq!(found(Method::PUT, "/tokens"), None);
+    }
+
+    #[test]
+    fn unclean_paths_have_one_clean_form() {
+        assert_eq!(clean_path("/tokens"), None);
+        assert_eq!(clean_path("/tokens/"), None);
+        assert_eq!(clean_path("/"), None);
+        assert_eq!(clean_path("//tokens").as_deref(), Some("/tokens"));
+        assert_eq!(clean_path("/a//b/").as_deref(), Some("/a/b/"));
+        assert_eq!(clean_path("/a/./b/../c").as_deref(), Some("/a/c"));
+        assert_eq!(clean_path("/../..").as_deref(), Some("/"));
     }
 }

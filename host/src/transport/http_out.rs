@@ -1,13 +1,12 @@
 //! `transport.http.outbound`: `http_fetch` with the egress policy of docs/capabilities.md.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use pulp_ext_api::{Capability, CellState, Code, HostImport, SetupEnv};
+use pulp_wire::payload::{FetchRequest, FetchResponse};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use serde::{Deserialize, Serialize};
 
 use super::Shared;
 
@@ -161,27 +160,6 @@ fn allowed_by(entry: &str, url: &reqwest::Url) -> bool {
     host_ok && port_ok
 }
 
-#[derive(Deserialize)]
-struct FetchRequest {
-    #[serde(default)]
-    method: Option<String>,
-    url: String,
-    #[serde(default)]
-    headers: HashMap<String, String>,
-    #[serde(default, with = "serde_bytes")]
-    body: Vec<u8>,
-    #[serde(default)]
-    timeout_ns: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct FetchResponse {
-    status: u16,
-    headers: HashMap<String, String>,
-    #[serde(with = "serde_bytes")]
-    body: Vec<u8>,
-}
-
 pub struct HttpOutbound(pub Arc<Shared>);
 
 impl Capability for HttpOutbound {
@@ -197,7 +175,7 @@ impl Capability for HttpOutbound {
         let shared = Arc::clone(&self.0);
         vec![HostImport::request_output(
             "http_fetch",
-            move |guest, req: FetchRequest| {
+            move |guest, req: FetchRequest<'static>| {
                 let cell = guest.cell().to_owned();
                 let limits = guest.state::<super::CellLimits>()?;
                 let response = fetch(&shared, &cell, limits, req)?;
@@ -220,7 +198,7 @@ fn fetch(
     shared: &Shared,
     cell: &str,
     limits: &super::CellLimits,
-    req: FetchRequest,
+    req: FetchRequest<'_>,
 ) -> Result<FetchResponse, Code> {
     let url = reqwest::Url::parse(&req.url).map_err(|_| Code::DECODE)?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -247,7 +225,10 @@ fn fetch(
         .map(Duration::from_nanos)
         .unwrap_or(limits.call_timeout)
         .min(limits.call_timeout);
-    let method = req.method.as_deref().unwrap_or("GET").to_ascii_uppercase();
+    let method = match &*req.method {
+        "" => "GET".to_owned(),
+        method => method.to_ascii_uppercase(),
+    };
     let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|_| Code::DECODE)?;
     let client = if listed {
         &shared.fetch.listed
@@ -298,9 +279,9 @@ fn fetch(
     let mut request = client
         .request(method, url.clone())
         .timeout(timeout)
-        .body(req.body);
+        .body(req.body.into_owned().into_vec());
     for (name, value) in &req.headers {
-        request = request.header(name, value);
+        request = request.header(&**name, &**value);
     }
     let fetched = async move {
         let mut response = request.send().await.map_err(|e| {
@@ -315,15 +296,8 @@ fn fetch(
             return Err(Code::TOO_LARGE);
         }
         let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
+        let headers = super::joined_headers(response.headers())
+            .map(|(name, value)| (name.to_owned(), value.into_owned()))
             .collect();
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| {

@@ -7,6 +7,7 @@ pub(crate) mod http_out;
 pub(crate) mod sse;
 pub(crate) mod ws;
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use pulp_ext_api::{Code, HostHandle, SetupEnv};
 
@@ -172,6 +174,46 @@ fn path_arg(path: &[u8]) -> Result<&str, Code> {
 
 /// A query string as name/value pairs; a repeated name keeps its last value, so
 /// the map a cell receives has unique keys.
+/// Each header name once, with its values joined by ", " as HTTP allows for
+/// most headers; values that are not UTF-8 are read lossily.
+fn joined_headers(headers: &HeaderMap) -> impl ExactSizeIterator<Item = (&str, Cow<'_, str>)> + '_ {
+    let joined = headers.keys().map(|name| {
+        let mut values = headers.get_all(name).iter();
+        let first = values.next().map(|v| String::from_utf8_lossy(v.as_bytes()));
+        let value = match values.next() {
+            None => first.unwrap_or_default(),
+            Some(second) => {
+                let mut joined = first.map(Cow::into_owned).unwrap_or_default();
+                for value in std::iter::once(second).chain(values) {
+                    joined.push_str(", ");
+                    joined.push_str(&String::from_utf8_lossy(value.as_bytes()));
+                }
+                Cow::Owned(joined)
+            }
+        };
+        (name.as_str(), value)
+    });
+    ExactLen(joined, headers.keys_len())
+}
+
+/// An iterator whose length is known from elsewhere (a header map's key
+/// count), for writers that need it up front.
+struct ExactLen<I>(I, usize);
+
+impl<I: Iterator> Iterator for ExactLen<I> {
+    type Item = I::Item;
+
+    fn next(&mut self) -> Option<I::Item> {
+        self.0.next()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.1, Some(self.1))
+    }
+}
+
+impl<I: Iterator> ExactSizeIterator for ExactLen<I> {}
+
 fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
     let mut pairs: Vec<(String, String)> = Vec::new();
     for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()).into_owned() {

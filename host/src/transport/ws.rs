@@ -1,6 +1,7 @@
 //! `transport.ws.inbound`: WebSocket paths registered by cells; frames in as
 //! events, out through a bounded per-connection queue.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -11,12 +12,11 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use pulp_ext_api::{Capability, CellState, Code, HostHandle, HostImport, SetupEnv};
-use pulp_wire::payload::{WsCloseRequest, WsSend};
-use rmp::encode;
+use pulp_wire::payload::{TextMap, WsClose, WsCloseRequest, WsFrame, WsOpen, WsSend};
+use serde_bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::{Shared, TransportCell};
-use crate::msgpack;
 
 pub const NAME: &str = "transport.ws.inbound";
 
@@ -120,15 +120,8 @@ pub async fn upgrade(
     };
     let path = parts.uri.path().to_owned();
     let query = super::parse_query(parts.uri.query());
-    let headers: Vec<(String, String)> = parts
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
+    let headers: Vec<(String, String)> = super::joined_headers(&parts.headers)
+        .map(|(name, value)| (name.to_owned(), value.into_owned()))
         .collect();
     let limit = target.limits.max_message_bytes as usize;
     upgrade
@@ -178,24 +171,14 @@ async fn run(
         },
     );
 
-    let mut open = Vec::new();
-    encode::write_map_len(&mut open, 4).expect("vec write");
-    encode::write_str(&mut open, "conn_id").expect("vec write");
-    encode::write_u64(&mut open, conn_id).expect("vec write");
-    encode::write_str(&mut open, "path").expect("vec write");
-    encode::write_str(&mut open, &path).expect("vec write");
-    encode::write_str(&mut open, "query").expect("vec write");
-    msgpack::write_pairs(
-        &mut open,
-        query.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-    );
-    encode::write_str(&mut open, "headers").expect("vec write");
-    msgpack::write_pairs(
-        &mut open,
-        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-    );
+    let open = encode_event(&WsOpen {
+        conn_id,
+        path: Cow::Borrowed(&path),
+        query: text_map(&query),
+        headers: text_map(&headers),
+    });
     let (mut sink, mut stream) = socket.split();
-    if !deliver(&handle, cell, "ws.open", &open, conn_id) {
+    if !deliver(&handle, cell, WsOpen::KIND, &open, conn_id) {
         ws.conns.lock().unwrap().remove(&conn_id);
         let _ = sink.send(close_message(CLOSE_CELL_BUSY, "cell busy")).await;
         return;
@@ -212,9 +195,9 @@ async fn run(
 
     let (mut code, mut reason) = (1006u16, String::new());
     while let Some(message) = stream.next().await {
-        let (opcode, payload): (u8, Vec<u8>) = match message {
-            Ok(Message::Text(text)) => (1, text.as_bytes().to_vec()),
-            Ok(Message::Binary(bytes)) => (2, bytes.to_vec()),
+        let (opcode, payload): (u8, &[u8]) = match &message {
+            Ok(Message::Text(text)) => (1, text.as_bytes()),
+            Ok(Message::Binary(bytes)) => (2, bytes),
             Ok(Message::Close(frame)) => {
                 if let Some(frame) = frame {
                     code = frame.code;
@@ -227,15 +210,12 @@ async fn run(
             Ok(_) => continue,
             Err(_) => break,
         };
-        let mut frame = Vec::with_capacity(payload.len() + 32);
-        encode::write_map_len(&mut frame, 3).expect("vec write");
-        encode::write_str(&mut frame, "conn_id").expect("vec write");
-        encode::write_u64(&mut frame, conn_id).expect("vec write");
-        encode::write_str(&mut frame, "opcode").expect("vec write");
-        encode::write_u8(&mut frame, opcode).expect("vec write");
-        encode::write_str(&mut frame, "payload").expect("vec write");
-        encode::write_bin(&mut frame, &payload).expect("vec write");
-        if !deliver(&handle, cell, "ws.frame", &frame, conn_id) {
+        let frame = encode_event(&WsFrame {
+            conn_id,
+            opcode,
+            payload: Cow::Borrowed(Bytes::new(payload)),
+        });
+        if !deliver(&handle, cell, WsFrame::KIND, &frame, conn_id) {
             if let Some(conn) = ws.conns.lock().unwrap().remove(&conn_id) {
                 let _ = conn
                     .out
@@ -254,16 +234,24 @@ async fn run(
         writer.abort();
     }
     if was_open || code != 1006 {
-        let mut close = Vec::new();
-        encode::write_map_len(&mut close, 3).expect("vec write");
-        encode::write_str(&mut close, "conn_id").expect("vec write");
-        encode::write_u64(&mut close, conn_id).expect("vec write");
-        encode::write_str(&mut close, "code").expect("vec write");
-        encode::write_u16(&mut close, code).expect("vec write");
-        encode::write_str(&mut close, "reason").expect("vec write");
-        encode::write_str(&mut close, &reason).expect("vec write");
-        deliver(&handle, cell, "ws.close", &close, conn_id);
+        let close = encode_event(&WsClose {
+            conn_id,
+            code,
+            reason: Cow::Borrowed(&reason),
+        });
+        deliver(&handle, cell, WsClose::KIND, &close, conn_id);
     }
+}
+
+fn encode_event(event: &impl serde::Serialize) -> Vec<u8> {
+    rmp_serde::to_vec_named(event).expect("an event of strings, bytes and integers encodes")
+}
+
+fn text_map(pairs: &[(String, String)]) -> TextMap<'_> {
+    pairs
+        .iter()
+        .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
+        .collect()
 }
 
 pub struct WsInbound(pub Arc<Shared>);

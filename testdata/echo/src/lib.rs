@@ -37,7 +37,7 @@ impl Cell for Echo {
                 ..Reply::new(id, 200)
             });
         }
-        let Some(request) = RequestView::from_step(step) else {
+        let Some(request) = http::request_view(step) else {
             return 0;
         };
         if request.method == "GET" && request.path == "/later" {
@@ -76,12 +76,12 @@ fn answer(request: &RequestView) {
         }
         ("GET", "inspect") => {
             // Sorted by name, so the report does not depend on wire order.
-            let query: Vec<String> = request
+            let mut query: Vec<String> = request
                 .query
-                .to_map()
                 .iter()
                 .map(|(key, value)| format!("{key}={value}"))
                 .collect();
+            query.sort();
             let body = format!(
                 "method={} path={} query={} x-test={} remote={}",
                 request.method,

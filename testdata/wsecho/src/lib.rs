@@ -46,7 +46,7 @@ impl WsEcho {
             WsFrame::KIND => {
                 let frame: WsFrame = event.decode()?;
                 let conn_id = frame.conn_id;
-                match frame.into_message() {
+                match Message::from_frame(frame) {
                     Some(Message::Text(text)) if text == "close-me" => {
                         // Forgotten now rather than on ws.close, so a
                         // broadcast in between does not reach it.

@@ -256,7 +256,9 @@ impl<'a> Guest<'a> {
         self.read(ptr_out as u32, 4)?;
         self.read(len_out as u32, 4)?;
         let len = u32::try_from(data.len()).map_err(|_| Code::TOO_LARGE)?;
-        let ptr = self.alloc(len)?;
+        // An empty result is pointer 0, length 0: nothing to allocate, and
+        // allocators may answer 0 to a request for 0 bytes.
+        let ptr = if len == 0 { 0 } else { self.alloc(len)? };
         self.write(ptr, data).map_err(|_| Code::WRITE)?;
         self.write(ptr_out as u32, &ptr.to_le_bytes())
             .map_err(|_| Code::WRITE)?;

@@ -66,8 +66,8 @@ pub struct ExtArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
-    /// A cell manifest; repeat for several cells.
-    #[arg(long = "manifest", value_name = "PATH")]
+    /// A cell manifest; repeat, or separate with commas, for several cells.
+    #[arg(long = "manifest", value_name = "PATH", value_delimiter = ',')]
     pub manifests: Vec<PathBuf>,
     #[command(flatten)]
     pub ext: ExtArgs,
@@ -97,6 +97,10 @@ pub struct RunArgs {
     /// WebSocket connections, or SSE subscribers, one path may have at once.
     #[arg(long, default_value_t = 1_000)]
     pub max_streams_per_path: usize,
+    /// The tick_ms of cells whose manifest sets none: they are stepped without
+    /// an event this often (0: only when an event arrives).
+    #[arg(long, default_value_t = 0)]
+    pub default_tick_ms: u64,
 }
 
 /// Every long flag of the command line, its subcommands' and clap's own
@@ -161,11 +165,15 @@ mod tests {
             "a.toml",
             "-http-port=9090",
             "--manifest",
-            "b.toml",
+            "b.toml,c.toml",
         ]);
         assert_eq!(
             cli.run.manifests,
-            [PathBuf::from("a.toml"), PathBuf::from("b.toml")]
+            [
+                PathBuf::from("a.toml"),
+                PathBuf::from("b.toml"),
+                PathBuf::from("c.toml")
+            ]
         );
         assert_eq!(cli.run.http_port, 9090);
     }

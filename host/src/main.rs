@@ -76,7 +76,11 @@ fn manifests(args: &RunArgs) -> Result<Vec<Manifest>, String> {
     }
     args.manifests
         .iter()
-        .map(|path| Manifest::load(path).map_err(|e| e.to_string()))
+        .map(|path| {
+            let mut manifest = Manifest::load(path).map_err(|e| e.to_string())?;
+            manifest.tick_ms = manifest.tick_ms.or(Some(args.default_tick_ms));
+            Ok(manifest)
+        })
         .collect()
 }
 

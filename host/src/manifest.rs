@@ -49,8 +49,7 @@ struct RawManifest {
     call_timeout_ms: u64,
     #[serde(default = "default_max_message_bytes")]
     max_message_bytes: u64,
-    #[serde(default)]
-    tick_ms: u64,
+    tick_ms: Option<u64>,
     max_queue_bytes: Option<u64>,
     #[serde(default = "default_max_storage_bytes")]
     max_storage_bytes: u64,
@@ -62,6 +61,9 @@ struct RawManifest {
     providers: BTreeMap<String, String>,
     #[serde(default)]
     config: toml::Table,
+    wasm_sha256: Option<String>,
+    #[serde(default)]
+    depends_on: Vec<String>,
 }
 
 fn default_wasm() -> String {
@@ -85,9 +87,9 @@ fn default_restart() -> RestartPolicy {
     RestartPolicy::OnCrash
 }
 
-/// A validated manifest. The reserved fields (`provides`, `consumes`,
-/// `shared_memory_groups`, `dedicated_thread`, `snapshotable`) are parsed and checked
-/// for type, then not kept: nothing acts on them yet.
+/// A validated manifest. The reserved fields (`shared_memory_groups`,
+/// `dedicated_thread`, `snapshotable`) are parsed and checked for type, then not
+/// kept: nothing acts on them yet.
 #[derive(Debug, Clone)]
 pub struct Manifest {
     pub path: PathBuf,
@@ -98,7 +100,9 @@ pub struct Manifest {
     pub max_memory_pages: u32,
     pub call_timeout_ms: u64,
     pub max_message_bytes: u64,
-    pub tick_ms: u64,
+    /// Steps without an event every this many ms; `None` takes the host's
+    /// `--default-tick-ms`.
+    pub tick_ms: Option<u64>,
     /// Bytes of events waiting for the cell; at least `max_message_bytes`.
     pub max_queue_bytes: u64,
     /// Bytes of the cell's files and database together.
@@ -107,6 +111,14 @@ pub struct Manifest {
     pub allowed_outbound_hosts: Vec<String>,
     pub providers: BTreeMap<String, String>,
     pub config: toml::Table,
+    /// The module's SHA-256, lower-case hex, when the manifest pins it.
+    pub wasm_sha256: Option<String>,
+    /// Cells that finish `pulp_init` before this one starts.
+    pub depends_on: Vec<String>,
+    /// Functions this cell serves to others (`pulp_on_call`).
+    pub provides: Vec<String>,
+    /// Functions of other cells this cell calls (`pulp_call`).
+    pub consumes: Vec<String>,
 }
 
 /// Every manifest error names the file; the text says what is wrong and what to do.
@@ -201,9 +213,35 @@ impl Manifest {
                 raw.wasm
             )));
         }
+        let wasm_sha256 = match raw.wasm_sha256 {
+            Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Some(hex.to_ascii_lowercase())
+            }
+            Some(other) => {
+                return Err(err(format!(
+                    "wasm_sha256 = {other:?} is not a SHA-256: give 64 hex digits (sha256sum {})",
+                    raw.wasm
+                )));
+            }
+            None => None,
+        };
+        for (list, names) in [
+            ("depends_on", &raw.depends_on),
+            ("provides", &raw.provides),
+            ("consumes", &raw.consumes),
+        ] {
+            let mut seen = std::collections::BTreeSet::new();
+            if let Some(twice) = names.iter().find(|n| !seen.insert(*n)) {
+                return Err(err(format!("{list} lists {twice:?} twice")));
+            }
+        }
+        if raw.depends_on.contains(&raw.name) {
+            return Err(err(format!(
+                "depends_on lists the cell itself ({:?}); remove it",
+                raw.name
+            )));
+        }
         let _reserved = (
-            raw.provides,
-            raw.consumes,
             raw.shared_memory_groups,
             raw.dedicated_thread,
             raw.snapshotable,
@@ -225,6 +263,10 @@ impl Manifest {
             allowed_outbound_hosts: raw.allowed_outbound_hosts,
             providers: raw.providers,
             config: raw.config,
+            wasm_sha256,
+            depends_on: raw.depends_on,
+            provides: raw.provides,
+            consumes: raw.consumes,
         })
     }
 }

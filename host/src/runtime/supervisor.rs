@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pulp_ext_api::{CellStateHandle, SetupEnv};
+use sha2::{Digest, Sha256};
 use wasmtime::Module;
 
 use super::Runtime;
@@ -53,7 +54,25 @@ pub fn prepare(
     manifest: &Manifest,
     id: u64,
 ) -> Result<CellSpec, HostError> {
-    let module = Module::from_file(&runtime.engine, &manifest.wasm).map_err(|e| {
+    let bytes = std::fs::read(&manifest.wasm).map_err(|e| {
+        HostError::Link(format!(
+            "cell {}: cannot read {}: {e}",
+            manifest.name,
+            manifest.wasm.display()
+        ))
+    })?;
+    if let Some(pinned) = &manifest.wasm_sha256 {
+        let actual = hex::encode(Sha256::digest(&bytes));
+        if &actual != pinned {
+            return Err(HostError::Link(format!(
+                "cell {}: {} has sha256 {actual}, but {} pins wasm_sha256 = {pinned}; deploy the pinned build or update wasm_sha256",
+                manifest.name,
+                manifest.wasm.display(),
+                manifest.path.display()
+            )));
+        }
+    }
+    let module = Module::new(&runtime.engine, &bytes).map_err(|e| {
         HostError::Link(format!(
             "cell {}: {} is not a valid wasm module: {}",
             manifest.name,
@@ -168,19 +187,33 @@ impl Host {
             }
         }
 
+        let order = start_order(&manifests)?;
+        let mut slots: Vec<_> = specs.into_iter().zip(queues).map(Some).collect();
+        let mut started: Vec<Option<std::sync::mpsc::Receiver<()>>> =
+            manifests.iter().map(|_| None).collect();
         let mut cells = Vec::new();
-        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
-        for ((spec, manifest), (tx, rx)) in specs.into_iter().zip(&manifests).zip(queues) {
-            let started = started_tx.clone();
+        for i in order {
+            let manifest = &manifests[i];
+            // A dependency has reported once, or its thread died early and
+            // closed its sender: either way it has been through pulp_init.
+            for dep in &manifest.depends_on {
+                let d = manifests.iter().position(|m| &m.name == dep);
+                if let Some(rx) = d.and_then(|d| started[d].as_ref()) {
+                    let _ = rx.recv();
+                }
+            }
+            let (spec, (tx, rx)) = slots[i].take().expect("each cell starts once");
+            let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+            started[i] = Some(started_rx);
             let declared = spec.capabilities.declared.clone();
             let states = Arc::clone(&spec.states);
             let runtime = Arc::clone(&runtime);
             let policy = manifest.restart;
-            let tick = Duration::from_millis(manifest.tick_ms);
+            let tick = Duration::from_millis(manifest.tick_ms.unwrap_or(0));
             let name = Arc::clone(&spec.name);
             let thread = std::thread::Builder::new()
                 .name(format!("cell-{}", spec.name))
-                .spawn(move || supervise(&runtime, &spec, policy, tick, &rx, started))
+                .spawn(move || supervise(&runtime, &spec, policy, tick, &rx, started_tx))
                 .map_err(|e| {
                     HostError::Setup(format!(
                         "cell {}: cannot start its thread: {e}",
@@ -195,9 +228,10 @@ impl Host {
                 states,
             });
         }
-        drop(started_tx);
         // Each cell reports once; a thread that died early closes its sender instead.
-        while started_rx.recv().is_ok() {}
+        for rx in started.iter().flatten() {
+            let _ = rx.recv();
+        }
         Ok(Host {
             registry,
             cells,
@@ -257,6 +291,50 @@ impl Host {
         }
         tracing::info!("shutdown complete");
     }
+}
+
+/// The order cells start in: manifest order, except that a cell comes after
+/// every cell in its `depends_on`. A dependency on no given cell, or a cycle,
+/// is an error naming the cells.
+fn start_order(manifests: &[Manifest]) -> Result<Vec<usize>, HostError> {
+    let index = |name: &str| manifests.iter().position(|m| m.name == name);
+    for m in manifests {
+        if let Some(missing) = m.depends_on.iter().find(|d| index(d).is_none()) {
+            return Err(HostError::Cells(format!(
+                "cell {} depends_on {missing:?}, which is not among the cells given ({}); add its -manifest or remove the dependency",
+                m.name,
+                m.path.display()
+            )));
+        }
+    }
+    let mut order = Vec::with_capacity(manifests.len());
+    let mut placed = vec![false; manifests.len()];
+    while order.len() < manifests.len() {
+        let ready = (0..manifests.len()).find(|&i| {
+            !placed[i]
+                && manifests[i]
+                    .depends_on
+                    .iter()
+                    .all(|d| index(d).is_some_and(|d| placed[d]))
+        });
+        match ready {
+            Some(i) => {
+                placed[i] = true;
+                order.push(i);
+            }
+            None => {
+                let waiting: Vec<&str> = (0..manifests.len())
+                    .filter(|&i| !placed[i])
+                    .map(|i| manifests[i].name.as_str())
+                    .collect();
+                return Err(HostError::Cells(format!(
+                    "depends_on has a cycle among cells {}; no order starts them",
+                    waiting.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(order)
 }
 
 /// Creates a cell's storage directory, owner-only: other users on the machine

@@ -20,6 +20,8 @@ pub mod msgpack;
 pub mod payload;
 #[cfg(test)]
 mod proptests;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use code::Code;
 pub use level::Level;

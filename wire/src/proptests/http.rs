@@ -9,9 +9,10 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use rmp::encode;
 
-use super::{allocations, allowance, bytes, config, encode_value, encoded, forged, value, V};
+use super::forged;
 use crate::http::{write_reply, write_request, Fields, ReplyView, RequestHead, RequestView};
 use crate::msgpack::value_len;
+use crate::testing::{allocations, allowance, bytes, config, encode_value, encoded, value, V};
 
 /// Every field name either payload knows: unknown fields take other names.
 const KNOWN: [&str; 10] = [

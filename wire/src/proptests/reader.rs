@@ -3,8 +3,9 @@
 use proptest::prelude::*;
 use rmpv::Value;
 
-use super::{allocations, allowance, bytes, config, cuts, encoded, forged, value, V};
+use super::forged;
 use crate::msgpack::{check_one_value, map_entries, value_len, MapEntries, Reader, Scalar};
+use crate::testing::{allocations, allowance, bytes, config, cuts, encoded, same_float, value, V};
 
 /// The bytes rmpv reads as the first value of `bytes`, if any.
 fn rmpv_len(bytes: &[u8]) -> Option<usize> {
@@ -17,10 +18,6 @@ fn rmpv_encode(value: &Value) -> Vec<u8> {
     let mut out = Vec::new();
     rmpv::encode::write_value(&mut out, value).unwrap();
     out
-}
-
-fn same_float(a: f64, b: f64) -> bool {
-    a.to_bits() == b.to_bits()
 }
 
 /// `check_one_value`, with what it allocated checked: nothing for a valid

@@ -60,6 +60,7 @@
 //! `wasm` points at `target/wasm32-wasip1/release/<crate>.wasm`.
 
 mod buf;
+pub mod call;
 mod code;
 mod config;
 #[cfg(feature = "demo")]
@@ -97,6 +98,14 @@ pub trait Cell: Sized + 'static {
     fn step(&mut self, step: &Step) -> i32 {
         let _ = step;
         0
+    }
+
+    /// Serves a call from another cell to `function`, one this cell's
+    /// manifest `provides`: the result bytes, or a non-zero code (the caller
+    /// then gets code 5). Runs between steps, never during one.
+    fn on_call(&mut self, function: &str, args: &[u8]) -> Result<Vec<u8>, i32> {
+        let _ = (function, args);
+        Err(1)
     }
 
     /// Called once on orderly shutdown; the cell is dropped afterwards.
@@ -140,6 +149,26 @@ macro_rules! export_cell {
             pub extern "C" fn pulp_step(in_ptr: i32, in_len: i32) -> i32 {
                 // SAFETY: the host wrote the envelope into a pulp_alloc buffer.
                 unsafe { $crate::rt::step::<$cell>(&CELL, in_ptr, in_len) }
+            }
+
+            #[no_mangle]
+            pub extern "C" fn pulp_on_call(
+                name_ptr: i32,
+                name_len: i32,
+                args_ptr: i32,
+                args_len: i32,
+                resp_ptr_out: i32,
+                resp_len_out: i32,
+            ) -> i32 {
+                // SAFETY: the host wrote the name and arguments into
+                // pulp_alloc buffers and passes out-slots it allocated.
+                unsafe {
+                    $crate::rt::on_call::<$cell>(
+                        &CELL,
+                        [name_ptr, name_len, args_ptr, args_len],
+                        [resp_ptr_out, resp_len_out],
+                    )
+                }
             }
 
             #[no_mangle]

@@ -13,6 +13,19 @@ use crate::Code;
 extern "C" {
     /// Level 0 trace .. 4 error.
     pub fn log(level: i32, msg_ptr: i32, msg_len: i32) -> i32;
+    /// Calls function `name` of cell `target` with `args`; the result comes
+    /// back through the out-pointers.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pulp_call(
+        target_ptr: i32,
+        target_len: i32,
+        name_ptr: i32,
+        name_len: i32,
+        args_ptr: i32,
+        args_len: i32,
+        resp_ptr_out: i32,
+        resp_len_out: i32,
+    ) -> i32;
     /// `demo.greet`: the host logs `hello, <name>!` for the cell.
     pub fn demo_greet(name_ptr: i32, name_len: i32) -> i32;
     /// `demo.greet`: does nothing; measures the cost of an import call.

@@ -84,6 +84,54 @@ pub unsafe fn step<C: Cell>(slot: &'static Slot<C>, ptr: i32, len: i32) -> i32 {
     })
 }
 
+/// # Safety
+/// `input` must be two `(ptr, len)` buffers the host filled (name, args);
+/// `out` two 4-byte slots in linear memory.
+pub unsafe fn on_call<C: Cell>(slot: &'static Slot<C>, input: [i32; 4], out: [i32; 2]) -> i32 {
+    // SAFETY: forwarded from the caller.
+    let (name, args) = unsafe {
+        (
+            host_bytes(input[0], input[1]),
+            host_bytes(input[2], input[3]),
+        )
+    };
+    let Ok(name) = std::str::from_utf8(name) else {
+        return 1;
+    };
+    let result = slot.with(|s| match s.borrow_mut().as_mut() {
+        Some(cell) => cell.on_call(name, args),
+        None => Err(1),
+    });
+    let bytes = match result {
+        Ok(bytes) => bytes,
+        Err(code) => return code,
+    };
+    let Ok(len) = i32::try_from(bytes.len()) else {
+        return 1;
+    };
+    let ptr = if bytes.is_empty() { 0 } else { alloc(len) };
+    if !bytes.is_empty() {
+        if ptr == 0 {
+            return 1;
+        }
+        // SAFETY: `alloc(len)` returned a fresh buffer of `len` bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                ptr as u32 as usize as *mut u8,
+                bytes.len(),
+            )
+        };
+    }
+    // SAFETY: the host passes two writable, 4-byte slots; it takes the
+    // buffer over and frees it with pulp_free.
+    unsafe {
+        (out[0] as u32 as usize as *mut u32).write_unaligned(ptr as u32);
+        (out[1] as u32 as usize as *mut u32).write_unaligned(len as u32);
+    }
+    0
+}
+
 pub fn shutdown<C: Cell>(slot: &'static Slot<C>) -> i32 {
     match slot.with(|s| s.borrow_mut().take()) {
         Some(mut cell) => cell.shutdown(),

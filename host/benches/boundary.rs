@@ -4,6 +4,9 @@
 //!   import 1000 times, the import compiled into the host or loaded from the
 //!   `ext-demo` library. Both go through the same `Capability` boundary object.
 //! - `step/tick` and `step/event`: one step round trip, empty and with a small event.
+//! - `call/cell`: one `pulp_step` that calls a no-op function of another cell
+//!   1000 times through `pulp_call` (`consumes`/`provides`), to set beside
+//!   `import/builtin`.
 //!
 //! Run: `cargo bench -p pulp-host --bench boundary`
 
@@ -14,7 +17,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use pulp_ext_api::{Capability, CapabilityHandle, HostImport};
 use pulp_host::manifest::Manifest;
 use pulp_host::registry::{Properties, Registry};
-use pulp_host::runtime::{Instance, Runtime, prepare};
+use pulp_host::runtime::{Host, Instance, Runtime, prepare};
 use pulp_host::{builtin, extensions};
 
 const CALLS_PER_STEP: u32 = 1000;
@@ -59,6 +62,42 @@ fn cell_wat(import: Option<&str>) -> String {
             (func (export "pulp_step") (param i32 i32) (result i32) {body} i32.const 0))"#
     )
 }
+
+/// A cell whose every step calls `noop` of cell `callee` CALLS_PER_STEP times.
+fn caller_wat() -> String {
+    format!(
+        r#"(module
+            (import "pulp" "pulp_call"
+              (func $call (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 0) "callee")
+            (data (i32.const 8) "noop")
+            (func (export "pulp_alloc") (param i32) (result i32) i32.const 1024)
+            (func (export "pulp_init") (param i32 i32) (result i32) i32.const 0)
+            (func (export "pulp_step") (param i32 i32) (result i32)
+              (local $n i32) (local.set $n (i32.const {CALLS_PER_STEP}))
+              (loop $l
+                (drop (call $call (i32.const 0) (i32.const 6) (i32.const 8) (i32.const 4)
+                                  (i32.const 0) (i32.const 0) (i32.const 16) (i32.const 20)))
+                (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))
+              i32.const 0))"#
+    )
+}
+
+/// A cell that provides `noop`: an empty result. Its allocator wraps around,
+/// since the host allocates a call's name and out-slots on every call.
+const CALLEE_WAT: &str = r#"(module
+    (memory (export "memory") 1)
+    (global $next (mut i32) (i32.const 1024))
+    (func (export "pulp_alloc") (param $size i32) (result i32) (local $at i32)
+      (local.set $at (global.get $next))
+      (if (i32.gt_u (i32.add (local.get $at) (local.get $size)) (i32.const 60000))
+        (then (local.set $at (i32.const 1024))))
+      (global.set $next (i32.add (local.get $at) (i32.add (local.get $size) (i32.const 8))))
+      (local.get $at))
+    (func (export "pulp_init") (param i32 i32) (result i32) i32.const 0)
+    (func (export "pulp_step") (param i32 i32) (result i32) i32.const 0)
+    (func (export "pulp_on_call") (param i32 i32 i32 i32 i32 i32) (result i32) i32.const 0))"#;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -119,14 +158,19 @@ fn boundary(c: &mut Criterion) {
     let config = demo_extension(dir.path());
     let loaded = extensions::load(&config, None).unwrap();
     let io = tokio::runtime::Runtime::new().unwrap();
-    let services = builtin::Services::new(io.handle().clone(), Default::default()).unwrap();
+    let runtime = Arc::new(Runtime::new().unwrap());
+    let services = builtin::Services::new(
+        io.handle().clone(),
+        Default::default(),
+        Arc::clone(&runtime.calls),
+    )
+    .unwrap();
     let mut builtins = builtin::all(&services);
     builtins.push((
         CapabilityHandle::builtin(BenchNoop).unwrap(),
         Properties::default(),
     ));
-    let registry = Registry::new(builtins, loaded).unwrap();
-    let runtime = Arc::new(Runtime::new().unwrap());
+    let registry = Arc::new(Registry::new(builtins, loaded).unwrap());
 
     let mut builtin_cell = instance(
         &runtime,
@@ -146,6 +190,29 @@ fn boundary(c: &mut Criterion) {
     );
     let mut plain_cell = instance(&runtime, &registry, dir.path(), "plain", "", None);
 
+    // Both cells run in a host, so the directory knows them; the bench steps
+    // its own instance of the caller.
+    std::fs::write(dir.path().join("caller.wat"), caller_wat()).unwrap();
+    std::fs::write(dir.path().join("callee.wat"), CALLEE_WAT).unwrap();
+    let manifests = [("caller", "consumes"), ("callee", "provides")].map(|(name, list)| {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!("name = \"{name}\"\nversion = \"0.1.0\"\nwasm = \"{name}.wat\"\n{list} = [\"noop\"]\n"),
+        )
+        .unwrap();
+        Manifest::load(&path).unwrap()
+    });
+    let caller_spec = prepare(&runtime, &registry, &manifests[0], 1).unwrap();
+    let host = Host::start(
+        Arc::clone(&runtime),
+        Arc::clone(&registry),
+        manifests.to_vec(),
+        &dir.path().join("data"),
+    )
+    .unwrap();
+    let mut caller = Instance::start(&runtime, &caller_spec).unwrap();
+
     let mut group = c.benchmark_group("import");
     group.bench_function("builtin", |b| b.iter(|| builtin_cell.step(None).unwrap()));
     group.bench_function("dylib", |b| b.iter(|| dylib_cell.step(None).unwrap()));
@@ -159,6 +226,12 @@ fn boundary(c: &mut Criterion) {
         b.iter(|| plain_cell.step(Some(("bench.event", payload))).unwrap())
     });
     group.finish();
+
+    let mut group = c.benchmark_group("call");
+    group.bench_function("cell", |b| b.iter(|| caller.step(None).unwrap()));
+    group.finish();
+    drop(caller);
+    host.shutdown();
 }
 
 criterion_group!(benches, boundary);

@@ -94,9 +94,14 @@ fn sqlite(c: &mut Criterion) {
     .unwrap();
     let manifest = Manifest::load(&manifest).unwrap();
     let io = tokio::runtime::Runtime::new().unwrap();
-    let services = builtin::Services::new(io.handle().clone(), Default::default()).unwrap();
-    let registry = Registry::new(builtin::all(&services), Vec::new()).unwrap();
     let runtime = Arc::new(Runtime::new().unwrap());
+    let services = builtin::Services::new(
+        io.handle().clone(),
+        Default::default(),
+        Arc::clone(&runtime.calls),
+    )
+    .unwrap();
+    let registry = Registry::new(builtin::all(&services), Vec::new()).unwrap();
     let mut spec = prepare(&runtime, &registry, &manifest, 1).unwrap();
     let mut states = Vec::new();
     for entry in &spec.capabilities.declared {

@@ -90,14 +90,18 @@ fn run(args: RunArgs) -> Result<(), String> {
     let io = async_runtime()?;
     let signals = Signals::install(&io)?;
     let limits = listener_limits(&args)?;
-    let services = builtin::Services::new(io.handle().clone(), limits.clone())?;
+    let runtime = Arc::new(Runtime::new().map_err(|e| format!("cannot start wasmtime: {e}"))?);
+    let services = builtin::Services::new(
+        io.handle().clone(),
+        limits.clone(),
+        Arc::clone(&runtime.calls),
+    )?;
     for manifest in &manifests {
         services
             .storage
             .set_quota(&manifest.name, manifest.max_storage_bytes);
     }
     let registry = Arc::new(registry(&args.ext, &services)?);
-    let runtime = Arc::new(Runtime::new().map_err(|e| format!("cannot start wasmtime: {e}"))?);
     let listening = manifests
         .iter()
         .any(|m| m.capabilities.iter().any(|c| registry.listens(c)));
@@ -217,9 +221,13 @@ fn check(args: RunArgs) -> Result<(), String> {
     init_logging(&args.ext.log);
     let manifests = manifests(&args)?;
     let io = async_runtime()?;
-    let services = builtin::Services::new(io.handle().clone(), Default::default())?;
-    let registry = registry(&args.ext, &services)?;
     let runtime = Runtime::new().map_err(|e| format!("cannot start wasmtime: {e}"))?;
+    let services = builtin::Services::new(
+        io.handle().clone(),
+        Default::default(),
+        Arc::clone(&runtime.calls),
+    )?;
+    let registry = registry(&args.ext, &services)?;
     for (i, manifest) in manifests.iter().enumerate() {
         let spec = pulp_host::runtime::prepare(&runtime, &registry, manifest, i as u64 + 1)?;
         let imports: Vec<String> = spec
@@ -249,7 +257,7 @@ fn check(args: RunArgs) -> Result<(), String> {
 fn ext_list(args: ExtArgs) -> Result<(), String> {
     init_logging(&args.log);
     let io = async_runtime()?;
-    let services = builtin::Services::new(io.handle().clone(), Default::default())?;
+    let services = builtin::Services::new(io.handle().clone(), Default::default(), Arc::default())?;
     let registry = registry(&args, &services)?;
     for entry in registry.entries() {
         println!(

@@ -147,7 +147,8 @@ pub struct Env {
 impl Env {
     pub fn new() -> Env {
         let io = tokio::runtime::Runtime::new().unwrap();
-        let services = Services::new(io.handle().clone(), Default::default()).unwrap();
+        let services =
+            Services::new(io.handle().clone(), Default::default(), Default::default()).unwrap();
         let capabilities = builtin::all(&services)
             .into_iter()
             .map(|(h, _)| h)

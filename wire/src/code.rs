@@ -90,6 +90,17 @@ pub mod s3 {
     pub const ACCESS_DENIED: Code = Code::new(11);
 }
 
+/// The codes of `pulp_call`, cell-to-cell calls, beyond the shared ones.
+pub mod call {
+    use super::Code;
+
+    /// The caller's `consumes` or the target's `provides` does not list the
+    /// function, or no such target cell exists.
+    pub const DENIED: Code = Code::new(11);
+    /// The target is already waiting on this call (A calls B calls A).
+    pub const CYCLE: Code = Code::new(12);
+}
+
 #[cfg(test)]
 mod tests {
     use super::{s3, Code};

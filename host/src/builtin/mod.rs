@@ -5,30 +5,41 @@
 //! A new built-in is its module (in the family it belongs to) and one line in
 //! the table.
 
+mod call;
 mod log;
+
+use std::sync::Arc;
 
 use pulp_ext_api::{Capability, CapabilityHandle};
 
 use crate::registry::Properties;
+use crate::runtime::calls::Directory;
 use crate::storage::{Storage, fs, sqlite};
 use crate::transport::{ListenerLimits, Transport, http_in, http_out, sse, ws};
 
 /// The provider name of every built-in capability.
 pub const PROVIDER: &str = "pulp";
 
-/// What the built-ins share among themselves: the listener's state, and the
-/// storage quotas.
+/// What the built-ins share among themselves and with the runtime: the
+/// listener's state, the storage quotas, the cells that call each other.
 pub struct Services {
     pub transport: Transport,
     pub storage: Storage,
+    pub calls: Arc<Directory>,
 }
 
 impl Services {
-    /// The listener's state on `io`, with `listener` limits, and no quotas yet.
-    pub fn new(io: tokio::runtime::Handle, listener: ListenerLimits) -> Result<Services, String> {
+    /// The listener's state on `io`, with `listener` limits, no quotas yet,
+    /// and the runtime's directory of `calls`.
+    pub fn new(
+        io: tokio::runtime::Handle,
+        listener: ListenerLimits,
+        calls: Arc<Directory>,
+    ) -> Result<Services, String> {
         Ok(Services {
             transport: Transport::new(io, listener)?,
             storage: Storage::default(),
+            calls,
         })
     }
 }
@@ -60,6 +71,7 @@ const fn builtin(properties: Properties, make: fn(&Services) -> Box<dyn Capabili
 /// Every built-in capability.
 pub const BUILTINS: &[Builtin] = &[
     builtin(ALWAYS_ON, |_| Box::new(log::Log)),
+    builtin(ALWAYS_ON, |s| Box::new(call::Call(Arc::clone(&s.calls)))),
     builtin(LISTENS, |s| {
         Box::new(http_in::HttpInbound(s.transport.shared()))
     }),

@@ -358,11 +358,25 @@ fn bind(
     Ok(())
 }
 
+/// `pulp_on_call(name_ptr, name_len, args_ptr, args_len, resp_ptr_out, resp_len_out)`.
+type OnCallParams = (i32, i32, i32, i32, i32, i32);
+
+/// Why a served call has no result, the instance being fine.
+#[derive(Debug)]
+pub enum CallError {
+    /// `pulp_on_call` returned this non-zero code.
+    Returned(i32),
+    /// The result's pointer and length are not inside linear memory, or it
+    /// is over `max_message_bytes`.
+    BadResult(String),
+}
+
 /// A running instance of a cell.
 pub struct Instance {
     store: Store<StoreData>,
     runtime: Arc<Runtime>,
     step: TypedFunc<(i32, i32), i32>,
+    on_call: Option<TypedFunc<OnCallParams, i32>>,
     shutdown: Option<TypedFunc<(), i32>>,
     free: Option<TypedFunc<(i32, i32), ()>>,
     /// The reused step envelope buffer: (pointer, capacity).
@@ -473,6 +487,9 @@ impl Instance {
         let shutdown = instance
             .get_typed_func::<(), i32>(&mut store, "pulp_shutdown")
             .ok();
+        let on_call = instance
+            .get_typed_func::<OnCallParams, i32>(&mut store, "pulp_on_call")
+            .ok();
         let free = instance
             .get_typed_func::<(i32, i32), ()>(&mut store, "pulp_free")
             .ok();
@@ -486,6 +503,7 @@ impl Instance {
             store,
             runtime: Arc::clone(runtime),
             step,
+            on_call,
             shutdown,
             free,
             envelope: None,
@@ -598,6 +616,79 @@ impl Instance {
             )));
         }
         Ok(ptr as u32)
+    }
+
+    /// Serves a call from another cell through `pulp_on_call`, under this
+    /// cell's call_timeout_ms; the result is copied out and its buffer freed.
+    pub fn serve_call(
+        &mut self,
+        function: &str,
+        args: &[u8],
+    ) -> Result<Result<Vec<u8>, CallError>, Failure> {
+        let Some(on_call) = self.on_call.clone() else {
+            return Ok(Err(CallError::BadResult(
+                "the module does not export pulp_on_call".into(),
+            )));
+        };
+        let name = self.write_input(function.as_bytes())?;
+        let input = self.write_input(args)?;
+        let slots = self.alloc_and_write(&[0; 8])?;
+        self.calls += 1;
+        let params = (
+            name as i32,
+            function.len() as i32,
+            input as i32,
+            args.len() as i32,
+            slots as i32,
+            slots as i32 + 4,
+        );
+        let code = self.guarded(|store| on_call.call(store, params))?;
+        let memory = self.store.data().memory.expect("set at start");
+        let mut out = [0u8; 8];
+        memory
+            .read(&self.store, slots as usize, &mut out)
+            .map_err(|_| Failure::Setup("the call's out-slots left linear memory".into()))?;
+        let ptr = u32::from_le_bytes(out[..4].try_into().expect("4 bytes"));
+        let len = u32::from_le_bytes(out[4..].try_into().expect("4 bytes"));
+        let result = if code != 0 {
+            Err(CallError::Returned(code))
+        } else if u64::from(len) > self.store.data().max_message_bytes {
+            Err(CallError::BadResult(format!(
+                "a {len}-byte result is over max_message_bytes"
+            )))
+        } else {
+            let start = ptr as usize;
+            memory
+                .data(&self.store)
+                .get(start..start + len as usize)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| {
+                    CallError::BadResult(format!(
+                        "the result ({len} bytes at {ptr}) is outside linear memory"
+                    ))
+                })
+        };
+        // The result buffer is the cell's to free only when it is one.
+        let handed_over = if result.is_ok() { (ptr, len) } else { (0, 0) };
+        for (ptr, len) in [
+            (name, function.len() as u32),
+            (input, args.len() as u32),
+            (slots, 8),
+            handed_over,
+        ] {
+            if ptr != 0 && len != 0 {
+                self.free_buffer(ptr, len)?;
+            }
+        }
+        Ok(result)
+    }
+
+    /// `bytes` in a fresh buffer of the cell; pointer 0 for none.
+    fn write_input(&mut self, bytes: &[u8]) -> Result<u32, Failure> {
+        if bytes.is_empty() {
+            return Ok(0);
+        }
+        self.alloc_and_write(bytes)
     }
 
     /// `pulp_shutdown`, if exported.

@@ -1,5 +1,6 @@
 //! The cell runtime: one wasmtime engine, one thread per cell, event-driven stepping.
 
+pub mod calls;
 mod events;
 mod instance;
 mod output;
@@ -104,6 +105,8 @@ impl EpochTicker {
 pub struct Runtime {
     pub engine: Engine,
     pub epoch: Arc<EpochTicker>,
+    /// Every running cell as a party to cell-to-cell calls.
+    pub calls: Arc<calls::Directory>,
     clock: Option<JoinHandle<()>>,
 }
 
@@ -119,6 +122,7 @@ impl Runtime {
         Ok(Runtime {
             engine,
             epoch,
+            calls: Arc::default(),
             clock: Some(clock),
         })
     }

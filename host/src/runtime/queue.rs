@@ -5,6 +5,7 @@
 //! load. Shutdown is a flag beside the queue, so a cell waiting out a restart
 //! backoff sees it without draining the events queued for its next instance.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{
     Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel,
@@ -13,6 +14,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
+use super::calls::CallRequest;
 use super::events::Delivery;
 
 /// How long a blocked sender sleeps before looking again, should the
@@ -30,6 +32,9 @@ struct Shared {
     blocked: AtomicUsize,
     room: Mutex<()>,
     freed: Condvar,
+    /// Calls from other cells, served before events: their callers are
+    /// blocked. `None` once the receiver is gone.
+    calls: Mutex<Option<VecDeque<CallRequest>>>,
 }
 
 impl Shared {
@@ -56,6 +61,7 @@ pub fn queue(capacity: usize, max_bytes: u64) -> (QueueSender, QueueReceiver) {
         blocked: AtomicUsize::new(0),
         room: Mutex::new(()),
         freed: Condvar::new(),
+        calls: Mutex::new(Some(VecDeque::new())),
     });
     (
         QueueSender {
@@ -109,6 +115,16 @@ impl QueueSender {
         }
     }
 
+    /// Queues a call from another cell; given back when the cell is gone.
+    pub fn call(&self, request: CallRequest) -> Result<(), CallRequest> {
+        match self.shared.calls.lock().unwrap().as_mut() {
+            Some(calls) => calls.push_back(request),
+            None => return Err(request),
+        }
+        self.shared.wake_reader();
+        Ok(())
+    }
+
     /// Asks the cell to shut down once the events already queued are handled
     /// (or at once, while it waits to restart).
     pub fn request_shutdown(&self) {
@@ -133,8 +149,17 @@ impl Drop for QueueSender {
     }
 }
 
+impl Drop for QueueReceiver {
+    /// Calls still queued, and any that come later, fail at once: their
+    /// callers see the reply channel closed.
+    fn drop(&mut self) {
+        self.shared.calls.lock().unwrap().take();
+    }
+}
+
 /// What the cell's thread gets from its queue.
 pub enum Next {
+    Call(CallRequest),
     Event(Delivery),
     Shutdown,
 }
@@ -151,6 +176,16 @@ impl QueueReceiver {
     pub fn recv_until(&self, deadline: Option<Instant>) -> Result<Next, RecvTimeoutError> {
         self.shared.reader.get_or_init(std::thread::current);
         loop {
+            let call = self
+                .shared
+                .calls
+                .lock()
+                .unwrap()
+                .as_mut()
+                .and_then(VecDeque::pop_front);
+            if let Some(call) = call {
+                return Ok(Next::Call(call));
+            }
             match self.rx.try_recv() {
                 Ok(delivery) => {
                     self.shared
@@ -174,7 +209,8 @@ impl QueueReceiver {
         }
     }
 
-    /// Waits until `deadline` without taking events; true if shutdown was asked.
+    /// Waits until `deadline` without taking events or calls; true if
+    /// shutdown was asked.
     pub fn shutdown_before(&self, deadline: Instant) -> bool {
         self.shared.reader.get_or_init(std::thread::current);
         loop {
@@ -221,6 +257,7 @@ mod tests {
         match next {
             Next::Event(delivery) => delivery.kind,
             Next::Shutdown => "shutdown".to_owned(),
+            Next::Call(call) => format!("call {}", call.function),
         }
     }
 

@@ -7,13 +7,14 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use pulp_ext_api::{CellStateHandle, SetupEnv};
+use pulp_ext_api::{CellStateHandle, Code, SetupEnv};
 use sha2::{Digest, Sha256};
 use wasmtime::Module;
 
 use super::Runtime;
+use super::calls::{self, CallRequest};
 use super::events::{CellLink, Delivery, Pump, Route};
-use super::instance::{CellSpec, Failure, Instance, link_check};
+use super::instance::{CallError, CellSpec, Failure, Instance, link_check};
 use super::queue::{Next, QueueReceiver, QueueSender, queue};
 use super::stop;
 use crate::error::HostError;
@@ -82,6 +83,19 @@ pub fn prepare(
     })?;
     let capabilities = registry.resolve(manifest)?;
     link_check(&manifest.name, &module, &capabilities).map_err(HostError::Link)?;
+    let serves = matches!(
+        module.get_export("pulp_on_call"),
+        Some(wasmtime::ExternType::Func(ty))
+            if ty.params().len() == 6
+                && ty.results().len() == 1
+                && ty.params().chain(ty.results()).all(|t| t.is_i32())
+    );
+    if !manifest.provides.is_empty() && !serves {
+        return Err(HostError::Link(format!(
+            "cell {}: provides {:?} but the module does not export pulp_on_call(i32, i32, i32, i32, i32, i32) -> i32; see the cell ABI",
+            manifest.name, manifest.provides
+        )));
+    }
     Ok(CellSpec {
         name: Arc::from(manifest.name.as_str()),
         id,
@@ -115,6 +129,7 @@ impl Host {
                 )));
             }
         }
+        calls::check(&manifests)?;
         let mut specs = Vec::new();
         for (i, manifest) in manifests.iter().enumerate() {
             specs.push(prepare(&runtime, &registry, manifest, i as u64 + 1)?);
@@ -125,6 +140,7 @@ impl Host {
             .map(|m| queue(QUEUE_CAPACITY, m.max_queue_bytes))
             .collect();
         for ((spec, manifest), (queue, _)) in specs.iter_mut().zip(&manifests).zip(&queues) {
+            runtime.calls.add(&spec.name, manifest, queue.clone());
             let storage_dir = storage_root.join(&manifest.name);
             private_dir(&storage_dir).map_err(|e| {
                 HostError::Setup(format!(
@@ -433,6 +449,7 @@ fn supervise(
 }
 
 enum Work {
+    Call(CallRequest),
     Event(Delivery),
     Tick,
     Shutdown,
@@ -440,10 +457,44 @@ enum Work {
 
 fn next_work(queue: &QueueReceiver, tick: Duration, next_tick: Instant) -> Work {
     match queue.recv_until((!tick.is_zero()).then_some(next_tick)) {
+        Ok(Next::Call(call)) => Work::Call(call),
         Ok(Next::Event(d)) => Work::Event(d),
         Ok(Next::Shutdown) | Err(RecvTimeoutError::Disconnected) => Work::Shutdown,
         Err(RecvTimeoutError::Timeout) => Work::Tick,
     }
+}
+
+/// Serves one call from another cell and answers the caller; a failure of
+/// the instance is this cell's crash, the caller gets code 5.
+fn serve(instance: &mut Instance, cell: &str, call: CallRequest) -> Result<i32, Failure> {
+    let CallRequest {
+        caller,
+        function,
+        args,
+        chain,
+        reply,
+    } = call;
+    let served = calls::serving(chain, || instance.serve_call(&function, &args));
+    let (answer, outcome) = match served {
+        Ok(Ok(result)) => (Ok(result), Ok(0)),
+        Ok(Err(CallError::Returned(code))) => {
+            tracing::warn!(
+                cell,
+                caller = &*caller,
+                function,
+                "pulp_on_call returned {code}"
+            );
+            (Err(Code::FAILED), Ok(0))
+        }
+        Ok(Err(CallError::BadResult(why))) => {
+            tracing::warn!(cell, caller = &*caller, function, "pulp_on_call: {why}");
+            (Err(Code::FAILED), Ok(0))
+        }
+        Err(failure) => (Err(Code::FAILED), Err(failure)),
+    };
+    // The caller may have given up waiting.
+    let _ = reply.send(answer);
+    outcome
 }
 
 /// The step loop: blocks until an event or the next tick, never spins.
@@ -473,6 +524,7 @@ fn run(instance: &mut Instance, cell: &str, tick: Duration, queue: &QueueReceive
                 }
                 result
             }
+            Work::Call(call) => serve(instance, cell, call),
             Work::Tick => {
                 let now = Instant::now();
                 next_tick = (next_tick + tick).max(now);

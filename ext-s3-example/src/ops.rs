@@ -8,7 +8,7 @@ use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutOptions};
 use pulp_ext_api::Code;
-use pulp_wire::payload::nil_as_default;
+use pulp_wire::payload::{nil_as_default, nil_as_empty_bytes};
 use serde::{Deserialize, Serialize};
 
 use crate::key::{self, Refused};
@@ -97,7 +97,8 @@ struct KeyRequest<'a> {
 struct PutRequest<'a> {
     #[serde(borrow)]
     key: std::borrow::Cow<'a, str>,
-    #[serde(with = "serde_bytes")]
+    /// Required; nil is an empty body (Go's nil slice).
+    #[serde(deserialize_with = "nil_as_empty_bytes")]
     body: Vec<u8>,
     #[serde(default, deserialize_with = "nil_as_default")]
     content_type: Option<String>,
@@ -338,4 +339,56 @@ pub fn presign(call: &Call<'_>, input: &[u8]) -> Result<Vec<u8>, Code> {
     )?;
     let response = PresignResponse { url: url.into() };
     Ok(encode(&response))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A map of `pairs` with nil for every `None`, as a Go cell encodes it.
+    fn go_map(pairs: &[(&str, Option<rmpv::Value>)]) -> Vec<u8> {
+        let map = rmpv::Value::Map(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).into(), v.clone().unwrap_or(rmpv::Value::Nil)))
+                .collect(),
+        );
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &map).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn nil_optional_fields_read_as_left_out() {
+        let bytes = go_map(&[
+            ("key", Some("a".into())),
+            ("body", None),
+            ("content_type", None),
+        ]);
+        let put: PutRequest = decode(&bytes).unwrap();
+        assert_eq!(
+            (&*put.key, put.body.len(), put.content_type),
+            ("a", 0, None)
+        );
+
+        let list: ListRequest = decode(&go_map(&[
+            ("prefix", None),
+            ("continuation_token", None),
+            ("max_keys", None),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (&*list.prefix, &*list.continuation_token, list.max_keys),
+            ("", "", 0)
+        );
+
+        let bytes = go_map(&[("key", Some("a".into())), ("ttl_sec", None)]);
+        let presign: PresignRequest = decode(&bytes).unwrap();
+        assert_eq!(presign.ttl_sec, 0);
+        // A required field stays required.
+        assert_eq!(
+            decode::<PutRequest>(&go_map(&[("key", None)])).err(),
+            Some(Code::DECODE)
+        );
+    }
 }

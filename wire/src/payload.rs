@@ -186,7 +186,9 @@ pub struct FetchResponse {
     pub body: Vec<u8>,
 }
 
-fn nil_as_empty_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+/// For a bytes field (bin or str) where nil means empty, as Go sends a nil
+/// slice.
+pub fn nil_as_empty_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
     Option::<ByteBuf>::deserialize(deserializer)
         .map(|bytes| bytes.map(ByteBuf::into_vec).unwrap_or_default())
 }

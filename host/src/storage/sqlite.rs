@@ -553,6 +553,16 @@ mod tests {
             .unwrap();
         let rows: Vec<(i64, String)> = rmp_serde::from_slice(&rows).unwrap();
         assert_eq!(rows, [(7, "seven".to_owned())]);
+        // A nil parameter array, as Go sends a nil slice, is no parameters.
+        let rows = cell
+            .call(
+                db,
+                "sqlite_query",
+                &[b"SELECT count(*) FROM t", b"\xc0"],
+                true,
+            )
+            .unwrap();
+        assert_eq!(rmp_serde::from_slice::<Vec<(i64,)>>(&rows).unwrap(), [(1,)]);
 
         // The rows are in the cell's own database file.
         let file = rusqlite::Connection::open(env.dir.path().join("alpha/data.db")).unwrap();

@@ -24,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Validate manifests and check every import against the capabilities, without running.
     Check(RunArgs),
+    /// Compile the manifests' modules into the module cache, so cells start without compiling.
+    Compile(RunArgs),
     /// Extension commands.
     Ext {
         #[command(subcommand)]
@@ -83,6 +85,12 @@ pub struct RunArgs {
     /// Per-cell storage root.
     #[arg(long, default_value = "./data")]
     pub storage_root: PathBuf,
+    /// Directory of compiled modules [default: <storage-root>/.module-cache].
+    #[arg(long, conflicts_with = "no_module_cache")]
+    pub module_cache: Option<PathBuf>,
+    /// Compile every module at start, keeping nothing on disk.
+    #[arg(long)]
+    pub no_module_cache: bool,
     /// Connections the shared listener holds open at once; past it new ones are
     /// closed (and logged). Lowered to fit the open-file limit when that is smaller.
     #[arg(long, default_value_t = 10_000)]
@@ -101,6 +109,20 @@ pub struct RunArgs {
     /// an event this often (0: only when an event arrives).
     #[arg(long, default_value_t = 0)]
     pub default_tick_ms: u64,
+}
+
+impl RunArgs {
+    /// Where compiled modules are kept, unless `--no-module-cache`.
+    pub fn module_cache_dir(&self) -> Option<PathBuf> {
+        if self.no_module_cache {
+            return None;
+        }
+        Some(
+            self.module_cache
+                .clone()
+                .unwrap_or_else(|| self.storage_root.join(".module-cache")),
+        )
+    }
 }
 
 /// Every long flag of the command line, its subcommands' and clap's own

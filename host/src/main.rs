@@ -8,6 +8,7 @@ use pulp_host::cli::{
 use pulp_host::error::HostError;
 use pulp_host::manifest::Manifest;
 use pulp_host::registry::{Registry, signature};
+use pulp_host::runtime::modules::Source;
 use pulp_host::runtime::{Host, Runtime};
 use pulp_host::transport;
 use pulp_host::{builtin, extensions};
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         None => run(cli.run),
         Some(Command::Check(args)) => check(args),
+        Some(Command::Compile(args)) => compile(args),
         Some(Command::Ext {
             command: ExtCommand::List(args),
         }) => ext_list(args),
@@ -90,7 +92,10 @@ fn run(args: RunArgs) -> Result<(), String> {
     let io = async_runtime()?;
     let signals = Signals::install(&io)?;
     let limits = listener_limits(&args)?;
-    let runtime = Arc::new(Runtime::new().map_err(|e| format!("cannot start wasmtime: {e}"))?);
+    let runtime = Arc::new(
+        Runtime::with_module_cache(args.module_cache_dir())
+            .map_err(|e| format!("cannot start wasmtime: {e}"))?,
+    );
     let services = builtin::Services::new(
         io.handle().clone(),
         limits.clone(),
@@ -251,6 +256,45 @@ fn check(args: RunArgs) -> Result<(), String> {
             imports.join(", ")
         );
     }
+    Ok(())
+}
+
+fn compile(args: RunArgs) -> Result<(), String> {
+    init_logging(&args.ext.log);
+    let manifests = manifests(&args)?;
+    let Some(cache) = args.module_cache_dir() else {
+        return Err("pulp compile fills the module cache: drop --no-module-cache".into());
+    };
+    let runtime = Runtime::with_module_cache(Some(cache.clone()))
+        .map_err(|e| format!("cannot start wasmtime: {e}"))?;
+    for manifest in &manifests {
+        let bytes = std::fs::read(&manifest.wasm).map_err(|e| {
+            format!(
+                "cell {}: cannot read {}: {e}",
+                manifest.name,
+                manifest.wasm.display()
+            )
+        })?;
+        let (_, source) = runtime.modules.get(&runtime.engine, &bytes).map_err(|e| {
+            format!(
+                "cell {}: {} is not a valid wasm module: {}",
+                manifest.name,
+                manifest.wasm.display(),
+                e.root_cause()
+            )
+        })?;
+        let how = match source {
+            Source::Compiled => "compiled",
+            Source::Disk => "already in the cache",
+            Source::Shared => "same module as a cell above",
+        };
+        println!(
+            "ok: cell {} ({}): {how}",
+            manifest.name,
+            manifest.wasm.display()
+        );
+    }
+    println!("module cache: {}", cache.display());
     Ok(())
 }
 

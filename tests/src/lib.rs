@@ -195,7 +195,21 @@ pub fn pulp_command<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Command {
 
 impl Pulp {
     pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Pulp {
-        let mut child = pulp_command(args)
+        Pulp::spawn(pulp_command(args))
+    }
+
+    /// As [`Pulp::start`], running another build of `pulp` (a release one).
+    pub fn start_binary<S: AsRef<std::ffi::OsStr>>(binary: &Path, args: &[S]) -> Pulp {
+        let mut command = Command::new(binary);
+        command
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        Pulp::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Pulp {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -3,11 +3,13 @@
 pub mod calls;
 mod events;
 mod instance;
+pub mod modules;
 mod output;
 mod queue;
 pub mod stop;
 mod supervisor;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -107,11 +109,19 @@ pub struct Runtime {
     pub epoch: Arc<EpochTicker>,
     /// Every running cell as a party to cell-to-cell calls.
     pub calls: Arc<calls::Directory>,
+    /// Each distinct module compiled once, and kept on disk when asked.
+    pub modules: modules::Modules,
     clock: Option<JoinHandle<()>>,
 }
 
 impl Runtime {
+    /// A runtime that keeps compiled modules in memory only.
     pub fn new() -> wasmtime::Result<Runtime> {
+        Runtime::with_module_cache(None)
+    }
+
+    /// A runtime that keeps compiled modules in `cache` too, when given.
+    pub fn with_module_cache(cache: Option<PathBuf>) -> wasmtime::Result<Runtime> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         // One linear memory per cell, so `max_memory_pages` bounds all of it; a
@@ -123,6 +133,7 @@ impl Runtime {
             engine,
             epoch,
             calls: Arc::default(),
+            modules: modules::Modules::new(cache),
             clock: Some(clock),
         })
     }

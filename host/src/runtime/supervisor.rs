@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use pulp_ext_api::{CellStateHandle, Code, SetupEnv};
 use sha2::{Digest, Sha256};
-use wasmtime::Module;
 
 use super::Runtime;
 use super::calls::{self, CallRequest};
 use super::events::{CellLink, Delivery, Pump, Route};
 use super::instance::{CallError, CellSpec, Failure, Instance, link_check};
+use super::modules::Source;
 use super::queue::{Next, QueueReceiver, QueueSender, queue};
 use super::stop;
 use crate::error::HostError;
@@ -73,7 +73,8 @@ pub fn prepare(
             )));
         }
     }
-    let module = Module::new(&runtime.engine, &bytes).map_err(|e| {
+    let began = Instant::now();
+    let (module, source) = runtime.modules.get(&runtime.engine, &bytes).map_err(|e| {
         HostError::Link(format!(
             "cell {}: {} is not a valid wasm module: {}",
             manifest.name,
@@ -81,6 +82,13 @@ pub fn prepare(
             e.root_cause()
         ))
     })?;
+    let ms = began.elapsed().as_secs_f64() * 1000.0;
+    let cell = manifest.name.as_str();
+    match source {
+        Source::Compiled => tracing::info!(cell, "module compiled in {ms:.1} ms"),
+        Source::Disk => tracing::info!(cell, "module loaded from the module cache in {ms:.1} ms"),
+        Source::Shared => tracing::debug!(cell, "module shared with another cell"),
+    }
     let capabilities = registry.resolve(manifest)?;
     link_check(&manifest.name, &module, &capabilities).map_err(HostError::Link)?;
     let serves = matches!(

@@ -1,6 +1,7 @@
 //! The command line (docs/cli.md).
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -73,9 +74,15 @@ pub struct RunArgs {
     pub manifests: Vec<PathBuf>,
     #[command(flatten)]
     pub ext: ExtArgs,
-    /// The shared HTTP listener's port; 0 picks a free one.
+    /// The shared HTTP listener's port on every IPv4 interface; 0 picks a free one.
     #[arg(long, env = "HTTP_PORT", default_value_t = 8080)]
     pub http_port: u16,
+    /// The shared HTTP listener's address (`127.0.0.1:8080`, `[::1]:0`); wins over --http-port.
+    #[arg(long, value_name = "ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Serve /healthz and /readyz on this address (e.g. `127.0.0.1:9090`); off unless given.
+    #[arg(long, value_name = "ADDR")]
+    pub admin_addr: Option<SocketAddr>,
     /// PEM certificate; with --http-key, the listener speaks HTTPS.
     #[arg(long, requires = "http_key")]
     pub http_cert: Option<PathBuf>,
@@ -112,6 +119,12 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// Where the shared listener binds.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.http_addr
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], self.http_port)))
+    }
+
     /// Where compiled modules are kept, unless `--no-module-cache`.
     pub fn module_cache_dir(&self) -> Option<PathBuf> {
         if self.no_module_cache {

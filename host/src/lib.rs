@@ -1,6 +1,7 @@
 //! The Pulp host: runs WebAssembly cells and gives each only the capabilities its
 //! manifest declares. The `pulp` binary is a thin command line over this library.
 
+pub mod admin;
 pub mod builtin;
 pub mod cli;
 pub mod error;

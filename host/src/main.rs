@@ -11,7 +11,7 @@ use pulp_host::registry::{Registry, signature};
 use pulp_host::runtime::modules::Source;
 use pulp_host::runtime::{Host, Runtime};
 use pulp_host::transport;
-use pulp_host::{builtin, extensions};
+use pulp_host::{admin, builtin, extensions};
 use tracing_subscriber::EnvFilter;
 
 // Request buffers are allocated on listener threads and freed on cell threads
@@ -145,7 +145,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         let bound = io.block_on(async {
             transport::serve(
                 transport.router(),
-                args.http_port,
+                args.listen_addr(),
                 tls,
                 &limits,
                 stop.clone(),
@@ -153,8 +153,8 @@ fn run(args: RunArgs) -> Result<(), String> {
             .await?;
             stop.listening().await.ok_or_else(|| {
                 format!(
-                    "cannot listen on port {}; is it in use? pick another with --http-port",
-                    args.http_port
+                    "cannot listen on {}; is it in use, or not an address of this machine? pick another with --http-addr or --http-port",
+                    args.listen_addr()
                 )
             })
         });
@@ -167,10 +167,34 @@ fn run(args: RunArgs) -> Result<(), String> {
         };
         tracing::info!("listening on {scheme}://{addr}");
     }
+    let admin_stop = axum_server::Handle::new();
+    if let Some(addr) = args.admin_addr {
+        let bound = io.block_on(async {
+            transport::serve(
+                admin::router(host.readiness()),
+                addr,
+                None,
+                &limits,
+                admin_stop.clone(),
+            )
+            .await?;
+            admin_stop.listening().await.ok_or_else(|| {
+                format!("cannot listen on {addr} for --admin-addr; is it in use? pick another")
+            })
+        });
+        match bound {
+            Ok(addr) => tracing::info!("admin listening on http://{addr}"),
+            Err(e) => {
+                host.shutdown();
+                return Err(e);
+            }
+        }
+    }
     tracing::info!("ready");
 
     let signal = io.block_on(signals.wait());
     tracing::info!("{signal}: shutting down");
+    admin_stop.graceful_shutdown(Some(std::time::Duration::from_secs(1)));
     stop.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
     host.shutdown();
     Ok(())

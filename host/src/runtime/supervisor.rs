@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -41,11 +42,50 @@ struct Cell {
     states: Arc<Vec<CellStateHandle>>,
 }
 
+/// Where a cell is in its life, as `/readyz` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Starting = 0,
+    Running = 1,
+    /// Failed, waiting out its backoff before the next instance.
+    Restarting = 2,
+    /// Stopped for good (its restart policy says so).
+    Stopped = 3,
+}
+
+/// Every cell's phase, updated by its thread.
+pub struct Readiness {
+    cells: Vec<(Arc<str>, AtomicU8)>,
+}
+
+impl Readiness {
+    pub fn phases(&self) -> Vec<(&str, Phase)> {
+        self.cells
+            .iter()
+            .map(|(name, phase)| {
+                let phase = match phase.load(Ordering::Relaxed) {
+                    0 => Phase::Starting,
+                    1 => Phase::Running,
+                    2 => Phase::Restarting,
+                    _ => Phase::Stopped,
+                };
+                (&**name, phase)
+            })
+            .collect()
+    }
+
+    fn set(&self, index: usize, phase: Phase) {
+        self.cells[index].1.store(phase as u8, Ordering::Relaxed);
+    }
+}
+
 /// The running host: every cell on its own thread, and the event pumps.
 pub struct Host {
     registry: Arc<Registry>,
     cells: Vec<Cell>,
     pumps: Vec<Pump>,
+    readiness: Arc<Readiness>,
 }
 
 /// Compiles and checks one manifest's cell: everything that can be known before it runs.
@@ -212,6 +252,12 @@ impl Host {
         }
 
         let order = start_order(&manifests)?;
+        let readiness = Arc::new(Readiness {
+            cells: specs
+                .iter()
+                .map(|spec| (Arc::clone(&spec.name), AtomicU8::new(Phase::Starting as u8)))
+                .collect(),
+        });
         let mut slots: Vec<_> = specs.into_iter().zip(queues).map(Some).collect();
         let mut started: Vec<Option<std::sync::mpsc::Receiver<()>>> =
             manifests.iter().map(|_| None).collect();
@@ -235,9 +281,10 @@ impl Host {
             let policy = manifest.restart;
             let tick = Duration::from_millis(manifest.tick_ms.unwrap_or(0));
             let name = Arc::clone(&spec.name);
+            let phase = (Arc::clone(&readiness), i);
             let thread = std::thread::Builder::new()
                 .name(format!("cell-{}", spec.name))
-                .spawn(move || supervise(&runtime, &spec, policy, tick, &rx, started_tx))
+                .spawn(move || supervise(&runtime, &spec, policy, tick, &rx, started_tx, phase))
                 .map_err(|e| {
                     HostError::Setup(format!(
                         "cell {}: cannot start its thread: {e}",
@@ -260,7 +307,13 @@ impl Host {
             registry,
             cells,
             pumps,
+            readiness,
         })
+    }
+
+    /// Every cell's phase, kept current.
+    pub fn readiness(&self) -> Arc<Readiness> {
+        Arc::clone(&self.readiness)
     }
 
     /// Orderly shutdown (docs/extensions.md): `pulp_shutdown` in every cell, then
@@ -387,13 +440,20 @@ fn supervise(
     tick: Duration,
     queue: &QueueReceiver,
     started: std::sync::mpsc::Sender<()>,
+    (readiness, index): (Arc<Readiness>, usize),
 ) -> bool {
     let mut started = Some(started);
+    // A cell that never initialised stays `Starting` through its restarts.
+    let mut ran = false;
     let cell = &*spec.name;
     let mut backoff = FIRST_BACKOFF;
     loop {
         let began = Instant::now();
         let first = Instance::start(runtime, spec);
+        if first.is_ok() {
+            ran = true;
+            readiness.set(index, Phase::Running);
+        }
         // Dropping the sender is the report.
         started.take();
         let outcome = match first {
@@ -428,6 +488,7 @@ fn supervise(
             RestartPolicy::Always => true,
         };
         if !restart {
+            readiness.set(index, Phase::Stopped);
             tracing::warn!(
                 cell,
                 "cell stopped (restart = {policy}); other cells keep running"
@@ -439,6 +500,9 @@ fn supervise(
             }
             // Dropping the queue makes producers see the cell is gone.
             return true;
+        }
+        if ran {
+            readiness.set(index, Phase::Restarting);
         }
         if began.elapsed() >= HEALTHY_RUN {
             backoff = FIRST_BACKOFF;

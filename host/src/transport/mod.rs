@@ -376,12 +376,11 @@ where
 /// bound address once listening.
 pub async fn serve(
     router: Router,
-    port: u16,
+    addr: SocketAddr,
     tls: Option<Tls>,
     limits: &ListenerLimits,
     stop: axum_server::Handle<SocketAddr>,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
-    let addr = SocketAddr::from(([0, 0, 0, 0], port));
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
     let limited = Limited::new(
         axum_server::accept::DefaultAcceptor::new(),

@@ -1,0 +1,69 @@
+//! The admin listener (`--admin-addr`, docs/cli.md): what an orchestrator or a
+//! load balancer asks of the host, apart from the cells' own listener.
+//!
+//! - `/healthz`: 200 while the process serves at all.
+//! - `/readyz`: 200 when every cell has initialised and none has stopped for
+//!   good, else 503; the JSON body names each cell's phase and the cells that
+//!   are not ready.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde::Serialize;
+
+use crate::runtime::{Phase, Readiness};
+
+#[derive(Serialize)]
+struct Ready {
+    ready: bool,
+    cells: Vec<CellPhase>,
+    not_ready: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct CellPhase {
+    name: String,
+    phase: Phase,
+}
+
+pub fn router(readiness: Arc<Readiness>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let readiness = Arc::clone(&readiness);
+                async move { ready(&readiness) }
+            }),
+        )
+}
+
+fn ready(readiness: &Readiness) -> (StatusCode, Json<Ready>) {
+    let phases = readiness.phases();
+    // A restarting cell has initialised before and is on its way back.
+    let not_ready = phases
+        .iter()
+        .filter(|(_, phase)| matches!(phase, Phase::Starting | Phase::Stopped))
+        .map(|(name, _)| (*name).to_owned())
+        .collect::<Vec<_>>();
+    let body = Ready {
+        ready: not_ready.is_empty(),
+        cells: phases
+            .iter()
+            .map(|&(name, phase)| CellPhase {
+                name: name.to_owned(),
+                phase,
+            })
+            .collect(),
+        not_ready,
+    };
+    let status = if body.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}

@@ -27,6 +27,14 @@ pub enum Command {
     Check(RunArgs),
     /// Compile the manifests' modules into the module cache, so cells start without compiling.
     Compile(RunArgs),
+    /// Show what each cell is granted against what its module uses.
+    Audit {
+        /// Exit 1 when a cell declares a capability it never imports.
+        #[arg(long)]
+        strict: bool,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Extension commands.
     Ext {
         #[command(subcommand)]

@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         None => run(cli.run),
         Some(Command::Check(args)) => check(args),
         Some(Command::Compile(args)) => compile(args),
+        Some(Command::Audit { strict, run }) => audit(run, strict),
         Some(Command::Ext {
             command: ExtCommand::List(args),
         }) => ext_list(args),
@@ -292,6 +293,96 @@ fn check(args: RunArgs) -> Result<(), String> {
             declared.join(", "),
             imports.join(", ")
         );
+    }
+    Ok(())
+}
+
+/// Per cell: each capability it gets and the imports of it the module uses;
+/// a declared capability none of whose imports the module uses is
+/// over-granted. Event-only capabilities (no imports) cannot be judged so.
+fn audit(args: RunArgs, strict: bool) -> Result<(), String> {
+    init_logging(&args.ext.log);
+    let manifests = manifests(&args)?;
+    let io = async_runtime()?;
+    let runtime = Runtime::new().map_err(|e| format!("cannot start wasmtime: {e}"))?;
+    let services = builtin::Services::new(
+        io.handle().clone(),
+        Default::default(),
+        Arc::clone(&runtime.calls),
+    )?;
+    let registry = registry(&args.ext, &services)?;
+    let mut over_granted = Vec::new();
+    for (i, manifest) in manifests.iter().enumerate() {
+        let spec = pulp_host::runtime::prepare(&runtime, &registry, manifest, i as u64 + 1)?;
+        let used: Vec<String> = spec
+            .module
+            .imports()
+            .filter(|i| i.module() == "pulp")
+            .map(|i| i.name().to_owned())
+            .collect();
+        println!(
+            "cell {} {} ({})",
+            manifest.name,
+            manifest.version,
+            manifest.path.display()
+        );
+        for entry in &spec.capabilities.declared {
+            let imports: Vec<String> = entry
+                .handle
+                .imports()
+                .iter()
+                .map(|i| i.name().to_owned())
+                .collect();
+            let using: Vec<&str> = imports
+                .iter()
+                .filter(|i| used.contains(i))
+                .map(String::as_str)
+                .collect();
+            let verdict = if imports.is_empty() {
+                "events only: not judged by imports".to_owned()
+            } else if !using.is_empty() {
+                format!("uses {}", using.join(", "))
+            } else if entry.properties.always_on {
+                "always on, unused".to_owned()
+            } else {
+                over_granted.push(format!("{}: {}", manifest.name, entry.name()));
+                format!(
+                    "OVER-GRANTED: declared, none of {} imported",
+                    imports.join(", ")
+                )
+            };
+            println!("  {:<26} {verdict}", entry.name());
+        }
+        let hosts = if manifest.allowed_outbound_hosts.is_empty() {
+            "public addresses only (no allowlist)".to_owned()
+        } else {
+            manifest.allowed_outbound_hosts.join(", ")
+        };
+        println!("  outbound hosts             {hosts}");
+        println!(
+            "  storage                    max_storage_bytes = {}",
+            manifest.max_storage_bytes
+        );
+        if !manifest.consumes.is_empty() || !manifest.provides.is_empty() {
+            println!(
+                "  calls                      consumes [{}], provides [{}]",
+                manifest.consumes.join(", "),
+                manifest.provides.join(", ")
+            );
+        }
+    }
+    match (over_granted.is_empty(), strict) {
+        (true, _) => println!("audit: no capability declared but unused"),
+        (false, false) => println!(
+            "audit: declared but never imported: {}",
+            over_granted.join("; ")
+        ),
+        (false, true) => {
+            return Err(format!(
+                "audit --strict: declared but never imported: {}; remove them from capabilities",
+                over_granted.join("; ")
+            ));
+        }
     }
     Ok(())
 }

@@ -70,3 +70,46 @@ fn readyz_names_the_cells_that_are_not_ready() {
     assert_eq!(ready.status(), 200);
     assert!(ready.text().unwrap().contains(r#""ready":true"#));
 }
+
+#[test]
+fn audit_flags_capabilities_declared_but_never_imported() {
+    let scratch = Scratch::new();
+    let greedy = scratch.manifest_variant("heartbeat", "greedy.toml", |t| {
+        t.replace(
+            "capabilities = []",
+            "capabilities = [\"storage.fs\"]\nallowed_outbound_hosts = [\"api.example.com\"]",
+        )
+    });
+    let mut audit = vec!["audit".to_owned()];
+    audit.extend(scratch.args(&[cell("fetcher"), greedy.clone()]));
+    let (status, out) = run(&audit);
+    assert!(status.success(), "{out}");
+    let line = |needle: &str| {
+        out.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in:\n{out}"))
+            .to_owned()
+    };
+    assert!(line("transport.http.outbound").contains("uses http_fetch"));
+    assert!(line("storage.fs").contains("OVER-GRANTED"));
+    assert!(
+        out.lines()
+            .any(|l| l.contains("outbound hosts") && l.contains("api.example.com")),
+        "{out}"
+    );
+    assert!(line("audit: declared but never imported").contains("heartbeat: storage.fs"));
+
+    audit.insert(1, "--strict".to_owned());
+    let (status, out) = run(&audit);
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("audit --strict: declared but never imported: heartbeat: storage.fs"));
+
+    let mut clean = vec!["audit".to_owned(), "--strict".to_owned()];
+    clean.extend(scratch.args(&[cell("fetcher")]));
+    let (status, out) = run(&clean);
+    assert!(status.success(), "{out}");
+    assert!(
+        out.contains("audit: no capability declared but unused"),
+        "{out}"
+    );
+}

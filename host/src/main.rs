@@ -240,6 +240,7 @@ fn listener_limits(args: &RunArgs) -> Result<transport::ListenerLimits, String> 
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -249,13 +250,21 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate()).map_err(|e| e.to_string())?,
             int: signal(SignalKind::interrupt()).map_err(|e| e.to_string())?,
+            hup: signal(SignalKind::hangup()).map_err(|e| e.to_string())?,
         })
     }
 
+    /// The signal that asks for shutdown; SIGHUP, which operators send to
+    /// reload, is logged and otherwise ignored rather than ending the host.
     async fn wait(mut self) -> &'static str {
-        tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return "SIGTERM",
+                _ = self.int.recv() => return "SIGINT",
+                _ = self.hup.recv() => tracing::warn!(
+                    "SIGHUP: live reload is not available yet; the host keeps running as it is (restart it to pick up changed manifests or libraries)"
+                ),
+            }
         }
     }
 }

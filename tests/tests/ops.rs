@@ -113,3 +113,15 @@ fn audit_flags_capabilities_declared_but_never_imported() {
         "{out}"
     );
 }
+
+#[test]
+fn sighup_is_logged_and_leaves_the_host_running() {
+    let scratch = Scratch::new();
+    let pulp = Pulp::start(&scratch.args(&[cell("heartbeat")]));
+    pulp.wait_for(&["ready"]);
+    pulp.signal("HUP");
+    pulp.wait_for(&["SIGHUP: live reload is not available yet"]);
+    let (status, log) = pulp.stop("TERM");
+    assert!(status.success(), "{log}");
+    assert!(log.contains("shutdown complete"), "{log}");
+}

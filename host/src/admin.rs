@@ -5,12 +5,14 @@
 //! - `/readyz`: 200 when every cell has initialised and none has stopped for
 //!   good, else 503; the JSON body names each cell's phase and the cells that
 //!   are not ready.
+//! - `/metrics`: what the host counts (see [`crate::metrics`]), in the
+//!   OpenMetrics text format Prometheus scrapes.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::routing::get;
 use serde::Serialize;
 
@@ -32,6 +34,18 @@ struct CellPhase {
 pub fn router(readiness: Arc<Readiness>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    crate::metrics::get().encode(),
+                )
+            }),
+        )
         .route(
             "/readyz",
             get(move || {

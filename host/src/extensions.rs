@@ -226,6 +226,7 @@ fn load_one(entry: &Entry, base: &Path, file: &Path) -> Result<Extension, Extens
     let load_from = verified.as_ref().map_or(path.as_path(), |copy| copy.path());
 
     let link = HostLink::leak(name);
+    let began = std::time::Instant::now();
     let capabilities = pulp_ext_api::load_library(load_from, link.handle()).map_err(|e| {
         let what_to_do = match &e {
             LoadError::NotLoadable(_) => {
@@ -249,6 +250,12 @@ fn load_one(entry: &Entry, base: &Path, file: &Path) -> Result<Extension, Extens
             (cap, link)
         })
         .collect();
+    crate::metrics::get()
+        .extension_load_seconds
+        .get_or_create(&crate::metrics::ExtensionLabel {
+            extension: name.clone(),
+        })
+        .set(began.elapsed().as_secs_f64());
     tracing::info!(extension = name.as_str(), path = %shown, "loaded extension");
     Ok(Extension {
         name: name.clone(),

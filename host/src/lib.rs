@@ -8,6 +8,7 @@ pub mod error;
 pub mod extensions;
 pub mod logsafe;
 pub mod manifest;
+pub mod metrics;
 pub mod msgpack;
 #[cfg(test)]
 mod proptests;

@@ -125,3 +125,74 @@ fn sighup_is_logged_and_leaves_the_host_running() {
     assert!(status.success(), "{log}");
     assert!(log.contains("shutdown complete"), "{log}");
 }
+
+#[test]
+fn metrics_count_steps_requests_imports_and_failures() {
+    let scratch = Scratch::new();
+    let mut args = scratch.args(&[cell("echo"), cell("silent")]);
+    args.extend([
+        "--admin-addr".into(),
+        "127.0.0.1:0".into(),
+        "--http-addr".into(),
+        "127.0.0.1:0".into(),
+    ]);
+    let pulp = Pulp::start(&args);
+    let listener = bound(&pulp, "listening on http://");
+    let admin = bound(&pulp, "admin listening on http://");
+    let http = http_client();
+    for _ in 0..3 {
+        let r = http
+            .get(format!("http://{listener}/echo/x"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(
+        http.get(format!("http://{listener}/status/404"))
+            .send()
+            .unwrap()
+            .status(),
+        404
+    );
+    // The silent cell traps on /crash: a failure and a restart.
+    let _ = http.get(format!("http://{listener}/crash")).send();
+    pulp.wait_for(&["restarting in", "cell=\"silent\""]);
+    pulp.wait_for_n(&["cell started", "cell=\"silent\""], 2);
+
+    let r = http.get(format!("http://{admin}/metrics")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = r.text().unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|rest| rest.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    assert_eq!(
+        value(r#"pulp_http_requests_total{cell="echo",class="2xx"}"#),
+        3.0
+    );
+    assert_eq!(
+        value(r#"pulp_http_requests_total{cell="echo",class="4xx"}"#),
+        1.0
+    );
+    assert!(value(r#"pulp_cell_steps_total{cell="echo"}"#) >= 4.0);
+    assert!(value(r#"pulp_cell_step_duration_seconds_count{cell="echo"}"#) >= 4.0);
+    assert!(
+        value(
+            r#"pulp_import_calls_total{capability="transport.http.inbound",import="http_respond"}"#
+        ) >= 4.0
+    );
+    assert_eq!(
+        value(r#"pulp_cell_failures_total{cell="silent",kind="trap"}"#),
+        1.0
+    );
+    assert_eq!(value(r#"pulp_cell_restarts_total{cell="silent"}"#), 1.0);
+    assert!(text.ends_with("# EOF\n"), "{text}");
+}

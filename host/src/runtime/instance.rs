@@ -4,6 +4,8 @@ use std::mem::MaybeUninit;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use pulp_ext_api::{CellStateHandle, Code, GuestMemory, ValType};
 use pulp_wire::envelope::{self, Header};
 use wasmtime::{
@@ -15,6 +17,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 
 use super::Runtime;
 use super::output::CellOutput;
+use crate::metrics;
 use crate::registry::{CellCapabilities, Entry, MAX_IMPORT_PARAMS, signature};
 
 /// Elements one table may hold (8 bytes each on the host): room for the
@@ -317,6 +320,11 @@ fn bind(
     state: Option<(Arc<Vec<CellStateHandle>>, usize)>,
 ) -> wasmtime::Result<()> {
     let stub = state.is_none();
+    let labels = metrics::ImportLabels {
+        capability: entry.name().to_owned(),
+        import: name.to_owned(),
+    };
+    let calls = metrics::get().import_calls.get_or_create_owned(&labels);
     let params: Vec<ValType> = if stub {
         entry.handle.stub_imports()[index].params().to_vec()
     } else {
@@ -350,6 +358,15 @@ fn bind(
             },
             &args[..params.len()],
         );
+        calls.inc();
+        if code != 0 {
+            let failed = metrics::ImportFailureLabels {
+                capability: labels.capability.clone(),
+                import: labels.import.clone(),
+                code,
+            };
+            metrics::get().import_failures.get_or_create(&failed).inc();
+        }
         values[0].write(ValRaw::i32(code));
         Ok(())
     };
@@ -383,6 +400,8 @@ pub struct Instance {
     envelope: Option<(u32, u32)>,
     calls: u64,
     timeout_ms: u64,
+    steps: Counter,
+    step_seconds: Histogram,
     stdout: CellOutput,
     stderr: CellOutput,
 }
@@ -509,6 +528,12 @@ impl Instance {
             envelope: None,
             calls: 0,
             timeout_ms,
+            steps: metrics::get()
+                .steps
+                .get_or_create_owned(&metrics::cell(&spec.name)),
+            step_seconds: metrics::get()
+                .step_seconds
+                .get_or_create_owned(&metrics::cell(&spec.name)),
             stdout,
             stderr,
         };
@@ -601,7 +626,16 @@ impl Instance {
             envelope::write_event(&mut buf[envelope::HEADER_LEN..], kind, payload);
         }
         let step = self.step.clone();
-        self.guarded(|store| step.call(store, (ptr as i32, total as i32)))
+        self.measured(|this| this.guarded(|store| step.call(store, (ptr as i32, total as i32))))
+    }
+
+    /// Runs `call`, a call of `pulp_step` or `pulp_on_call`, counted and timed.
+    fn measured<R>(&mut self, call: impl FnOnce(&mut Self) -> R) -> R {
+        let began = Instant::now();
+        let result = call(self);
+        self.steps.inc();
+        self.step_seconds.observe(began.elapsed().as_secs_f64());
+        result
     }
 
     fn alloc_sized(&mut self, size: u32) -> Result<u32, Failure> {
@@ -642,7 +676,7 @@ impl Instance {
             slots as i32,
             slots as i32 + 4,
         );
-        let code = self.guarded(|store| on_call.call(store, params))?;
+        let code = self.measured(|this| this.guarded(|store| on_call.call(store, params)))?;
         let memory = self.store.data().memory.expect("set at start");
         let mut out = [0u8; 8];
         memory

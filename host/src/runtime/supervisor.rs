@@ -472,6 +472,20 @@ fn supervise(
             Outcome::Failed(failure) => failure,
         };
         let crashed = !matches!(failure, Failure::Exit(0));
+        let kind = match failure {
+            Failure::Trap(_) | Failure::Stopped => "trap",
+            Failure::Timeout(_) => "timeout",
+            Failure::Exit(_) => "exit",
+            Failure::InitFailed(_) => "init_failed",
+            Failure::Setup(_) => "setup",
+        };
+        crate::metrics::get()
+            .failures
+            .get_or_create(&crate::metrics::FailureLabels {
+                cell: cell.to_owned(),
+                kind,
+            })
+            .inc();
         for (entry, state) in spec.capabilities.declared.iter().zip(spec.states.iter()) {
             if let Err(e) = entry.handle.cell_failed(cell, state) {
                 tracing::error!(cell, capability = entry.name(), "cell_failed failed: {e}");
@@ -516,6 +530,10 @@ fn supervise(
         if queue.shutdown_before(Instant::now() + backoff) {
             return false;
         }
+        crate::metrics::get()
+            .restarts
+            .get_or_create(&crate::metrics::cell(cell))
+            .inc();
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }

@@ -12,6 +12,7 @@ use axum::body::{Body, HttpBody as _};
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use prometheus_client::metrics::counter::Counter;
 use pulp_ext_api::{Capability, CellState, Code, DeliverError, HostImport, SetupEnv};
 use pulp_wire::http::{self, ReplyView, RequestHead};
 use pulp_wire::payload::HttpRoute;
@@ -31,6 +32,20 @@ struct Target {
     cell: TransportCell,
     /// Requests waiting for this cell's reply.
     owed: AtomicUsize,
+    /// Requests answered, by status class (2xx, 3xx, 4xx, 5xx).
+    answered: [Counter; 4],
+}
+
+impl Target {
+    fn count(&self, status: StatusCode) {
+        let index = match status.as_u16() {
+            300..=399 => 1,
+            400..=499 => 2,
+            500..=599 => 3,
+            _ => 0,
+        };
+        self.answered[index].inc();
+    }
 }
 
 /// One registered route: a method and a pattern, owned by one cell.
@@ -299,9 +314,18 @@ impl Capability for HttpInbound {
     }
 
     fn setup(&self, env: &SetupEnv) -> Result<CellState, String> {
+        let answered = ["2xx", "3xx", "4xx", "5xx"].map(|class| {
+            crate::metrics::get()
+                .http_requests
+                .get_or_create_owned(&crate::metrics::HttpLabels {
+                    cell: env.cell.clone(),
+                    class,
+                })
+        });
         Ok(CellState::new(Arc::new(Target {
             cell: TransportCell::of(env),
             owed: AtomicUsize::new(0),
+            answered,
         })))
     }
 
@@ -433,111 +457,116 @@ pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -
             }
         }
     };
-    let limits = &target.cell.limits;
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limits.max_message_bytes) {
-        return too_large();
-    }
-    let read = axum::body::to_bytes(body, limits.max_message_bytes as usize);
-    let body = match tokio::time::timeout(shared.listener.body_timeout, read).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(_)) => return too_large(),
-        Err(_) => {
-            tracing::warn!(
-                remote = %remote,
-                "request body not received within {} ms; closing the connection",
-                shared.listener.body_timeout.as_millis()
-            );
-            let mut response = status(
-                StatusCode::REQUEST_TIMEOUT,
-                "request body not received in time\n",
-            );
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return response;
+    let response = async {
+        let limits = &target.cell.limits;
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limits.max_message_bytes) {
+            return too_large();
         }
-    };
-    let query = super::parse_query(parts.uri.query());
-
-    let id = shared.http.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-    // The longest IPv6 socket address is 47 characters: no allocation needed.
-    let mut remote_text = [0u8; 64];
-    let mut cursor = &mut remote_text[..];
-    write!(cursor, "{remote}").expect("a socket address fits");
-    let written = 64 - cursor.len();
-    let request_head = RequestHead {
-        id,
-        method,
-        path,
-        remote_addr: std::str::from_utf8(&remote_text[..written]).expect("formatted as UTF-8"),
-    };
-    let payload = encode_request(request_head, &params, &query, &parts.headers, &body);
-    // The whole event, headers and all, is bounded too (docs/manifest.md).
-    if payload.len() as u64 > limits.max_message_bytes {
-        return too_large();
-    }
-    let (tx, rx) = oneshot::channel();
-    {
-        let mut pending = shared.http.pending.lock().unwrap();
-        if target.owed.load(Ordering::Relaxed) >= MAX_PENDING_PER_CELL {
-            return status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "cell is busy: request queue full\n",
-            );
-        }
-        pending.insert(
-            id,
-            Pending {
-                target: Arc::clone(&target),
-                reply: tx,
-            },
-        );
-    }
-    // Frees the reply slot however this request ends, the client going away
-    // (this future dropped) included.
-    let mut owed = Owed {
-        routes: &shared.http,
-        id,
-        armed: true,
-    };
-    if let Err(e) = target.cell.handle.deliver("http.request", &payload, id) {
-        return match e {
-            DeliverError::Full => status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "cell is busy: queue full\n",
-            ),
-            DeliverError::Gone => status(StatusCode::SERVICE_UNAVAILABLE, "cell stopped\n"),
-            DeliverError::Invalid | DeliverError::Unsupported => status(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "request could not be delivered\n",
-            ),
-        };
-    }
-
-    match tokio::time::timeout(limits.call_timeout, rx).await {
-        // The slot went with the reply, or with the cell's failure.
-        Ok(Ok(Some(response))) => {
-            owed.armed = false;
-            if head {
-                without_body(response)
-            } else {
+        let read = axum::body::to_bytes(body, limits.max_message_bytes as usize);
+        let body = match tokio::time::timeout(shared.listener.body_timeout, read).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(_)) => return too_large(),
+            Err(_) => {
+                tracing::warn!(
+                    remote = %remote,
+                    "request body not received within {} ms; closing the connection",
+                    shared.listener.body_timeout.as_millis()
+                );
+                let mut response = status(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request body not received in time\n",
+                );
                 response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return response;
             }
+        };
+        let query = super::parse_query(parts.uri.query());
+
+        let id = shared.http.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        // The longest IPv6 socket address is 47 characters: no allocation needed.
+        let mut remote_text = [0u8; 64];
+        let mut cursor = &mut remote_text[..];
+        write!(cursor, "{remote}").expect("a socket address fits");
+        let written = 64 - cursor.len();
+        let request_head = RequestHead {
+            id,
+            method,
+            path,
+            remote_addr: std::str::from_utf8(&remote_text[..written]).expect("formatted as UTF-8"),
+        };
+        let payload = encode_request(request_head, &params, &query, &parts.headers, &body);
+        // The whole event, headers and all, is bounded too (docs/manifest.md).
+        if payload.len() as u64 > limits.max_message_bytes {
+            return too_large();
         }
-        Ok(Ok(None)) | Ok(Err(_)) => {
-            owed.armed = false;
-            status(StatusCode::BAD_GATEWAY, "the cell failed before replying\n")
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = shared.http.pending.lock().unwrap();
+            if target.owed.load(Ordering::Relaxed) >= MAX_PENDING_PER_CELL {
+                return status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cell is busy: request queue full\n",
+                );
+            }
+            pending.insert(
+                id,
+                Pending {
+                    target: Arc::clone(&target),
+                    reply: tx,
+                },
+            );
         }
-        Err(_) => status(
-            StatusCode::GATEWAY_TIMEOUT,
-            "the cell did not reply within call_timeout_ms\n",
-        ),
+        // Frees the reply slot however this request ends, the client going away
+        // (this future dropped) included.
+        let mut owed = Owed {
+            routes: &shared.http,
+            id,
+            armed: true,
+        };
+        if let Err(e) = target.cell.handle.deliver("http.request", &payload, id) {
+            return match e {
+                DeliverError::Full => status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cell is busy: queue full\n",
+                ),
+                DeliverError::Gone => status(StatusCode::SERVICE_UNAVAILABLE, "cell stopped\n"),
+                DeliverError::Invalid | DeliverError::Unsupported => status(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "request could not be delivered\n",
+                ),
+            };
+        }
+
+        match tokio::time::timeout(limits.call_timeout, rx).await {
+            // The slot went with the reply, or with the cell's failure.
+            Ok(Ok(Some(response))) => {
+                owed.armed = false;
+                if head {
+                    without_body(response)
+                } else {
+                    response
+                }
+            }
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                owed.armed = false;
+                status(StatusCode::BAD_GATEWAY, "the cell failed before replying\n")
+            }
+            Err(_) => status(
+                StatusCode::GATEWAY_TIMEOUT,
+                "the cell did not reply within call_timeout_ms\n",
+            ),
+        }
     }
+    .await;
+    target.count(response.status());
+    response
 }
 
 #[cfg(test)]

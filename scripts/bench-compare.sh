@@ -20,7 +20,7 @@ git worktree add --detach --force "$tree" "$rev" > /dev/null
 cp "$target/release/pulp" "$data/pulp-before"
 cargo build --release -p pulp-host --bin pulp --example bare_echo
 cp "$target/release/pulp" "$data/pulp-after"
-cargo build --release --target wasm32-wasip1 --manifest-path testdata/Cargo.toml
+cargo build --release --target wasm32-wasip1 --manifest-path testdata/Cargo.toml --target-dir testdata/target
 
 "$data/pulp-before" -manifest testdata/echo/pulp.cell.toml --http-port 18490 \
   --storage-root "$data/before" --log-level warn &

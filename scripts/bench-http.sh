@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 cargo build --release -p pulp-host --bin pulp --example bare_echo
-cargo build --release --target wasm32-wasip1 --manifest-path testdata/Cargo.toml
+cargo build --release --target wasm32-wasip1 --manifest-path testdata/Cargo.toml --target-dir testdata/target
 data=$(mktemp -d)
 trap 'kill $pulp_pid $bare_pid 2>/dev/null || true; rm -rf "$data"' EXIT
 

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip1
 cargo build --workspace
-cargo build --release --target wasm32-wasip1 --manifest-path testdata/Cargo.toml
+cargo build --release --target wasm32-wasip1 --manifest-path testdata/Cargo.toml --target-dir testdata/target
 exec ./target/debug/pulp \
   --ext-dir target/debug --ext-config demo/extensions.toml \
   -manifest testdata/greeter/pulp.cell.toml \

@@ -37,6 +37,8 @@ pub fn artifacts() -> &'static Artifacts {
             .expect("tests/ sits in the workspace")
             .to_path_buf();
         cargo(&root, &["build", "--workspace"]);
+        // Into testdata/target whatever CARGO_TARGET_DIR says: the cells'
+        // manifests name their modules there.
         cargo(
             &root,
             &[
@@ -46,6 +48,8 @@ pub fn artifacts() -> &'static Artifacts {
                 "wasm32-wasip1",
                 "--manifest-path",
                 "testdata/Cargo.toml",
+                "--target-dir",
+                "testdata/target",
             ],
         );
         let target = std::env::var_os("CARGO_TARGET_DIR")

@@ -47,6 +47,13 @@ pub struct HttpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabels {
+    pub cell: String,
+    /// websocket or sse.
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ExtensionLabel {
     pub extension: String,
 }
@@ -62,6 +69,8 @@ pub struct Metrics {
     pub import_calls: Family<ImportLabels, Counter>,
     pub import_failures: Family<ImportFailureLabels, Counter>,
     pub http_requests: Family<HttpLabels, Counter>,
+    pub streams: Family<StreamLabels, Gauge>,
+    pub memory_pages: Family<CellLabel, Gauge>,
     pub extension_load_seconds: Family<ExtensionLabel, Gauge<f64, AtomicU64>>,
 }
 
@@ -81,6 +90,8 @@ impl Metrics {
             import_calls: Family::default(),
             import_failures: Family::default(),
             http_requests: Family::default(),
+            streams: Family::default(),
+            memory_pages: Family::default(),
             extension_load_seconds: Family::default(),
         };
         {
@@ -122,6 +133,16 @@ impl Metrics {
                 "Requests the listener answered for a cell, by status class",
                 metrics.http_requests.clone(),
             );
+            pulp.register(
+                "open_streams",
+                "WebSocket connections and SSE subscribers open now, by cell",
+                metrics.streams.clone(),
+            );
+            pulp.register(
+                "cell_memory_pages",
+                "The cell's linear memory in 64 KiB pages, after its last step",
+                metrics.memory_pages.clone(),
+            );
             pulp.register_with_unit(
                 "extension_load",
                 "How long loading each extension library took",
@@ -150,5 +171,25 @@ pub fn get() -> &'static Metrics {
 pub fn cell(name: &str) -> CellLabel {
     CellLabel {
         cell: name.to_owned(),
+    }
+}
+
+/// One open WebSocket connection or SSE subscriber, counted while it lives.
+pub struct OpenStream(Gauge);
+
+impl OpenStream {
+    pub fn new(cell: &str, kind: &'static str) -> OpenStream {
+        let gauge = get().streams.get_or_create_owned(&StreamLabels {
+            cell: cell.to_owned(),
+            kind,
+        });
+        gauge.inc();
+        OpenStream(gauge)
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

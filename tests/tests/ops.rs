@@ -129,7 +129,7 @@ fn sighup_is_logged_and_leaves_the_host_running() {
 #[test]
 fn metrics_count_steps_requests_imports_and_failures() {
     let scratch = Scratch::new();
-    let mut args = scratch.args(&[cell("echo"), cell("silent")]);
+    let mut args = scratch.args(&[cell("echo"), cell("silent"), cell("wsecho")]);
     args.extend([
         "--admin-addr".into(),
         "127.0.0.1:0".into(),
@@ -154,6 +154,10 @@ fn metrics_count_steps_requests_imports_and_failures() {
             .status(),
         404
     );
+    // One WebSocket connection held open while the metrics are read.
+    let stream = std::net::TcpStream::connect(&listener).unwrap();
+    let (_socket, _) = tungstenite::client(format!("ws://{listener}/ws"), stream).unwrap();
+    pulp.wait_for(&["ws open"]);
     // The silent cell traps on /crash: a failure and a restart.
     let _ = http.get(format!("http://{listener}/crash")).send();
     pulp.wait_for(&["restarting in", "cell=\"silent\""]);
@@ -194,5 +198,10 @@ fn metrics_count_steps_requests_imports_and_failures() {
         1.0
     );
     assert_eq!(value(r#"pulp_cell_restarts_total{cell="silent"}"#), 1.0);
+    assert_eq!(
+        value(r#"pulp_open_streams{cell="wsecho",kind="websocket"}"#),
+        1.0
+    );
+    assert!(value(r#"pulp_cell_memory_pages{cell="echo"}"#) >= 1.0);
     assert!(text.ends_with("# EOF\n"), "{text}");
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use pulp_ext_api::{CellStateHandle, Code, GuestMemory, ValType};
 use pulp_wire::envelope::{self, Header};
@@ -402,6 +403,7 @@ pub struct Instance {
     timeout_ms: u64,
     steps: Counter,
     step_seconds: Histogram,
+    memory_pages: Gauge,
     stdout: CellOutput,
     stderr: CellOutput,
 }
@@ -534,6 +536,9 @@ impl Instance {
             step_seconds: metrics::get()
                 .step_seconds
                 .get_or_create_owned(&metrics::cell(&spec.name)),
+            memory_pages: metrics::get()
+                .memory_pages
+                .get_or_create_owned(&metrics::cell(&spec.name)),
             stdout,
             stderr,
         };
@@ -635,6 +640,10 @@ impl Instance {
         let result = call(self);
         self.steps.inc();
         self.step_seconds.observe(began.elapsed().as_secs_f64());
+        if let Some(memory) = self.store.data().memory {
+            let pages = i64::try_from(memory.size(&self.store)).unwrap_or(i64::MAX);
+            self.memory_pages.set(pages);
+        }
         result
     }
 

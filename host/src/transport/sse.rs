@@ -40,6 +40,7 @@ struct Stream {
 struct Subscriber {
     cell: String,
     path: String,
+    _open: crate::metrics::OpenStream,
 }
 
 impl Drop for Subscriber {
@@ -77,6 +78,7 @@ impl Streams {
             let subscriber = Subscriber {
                 cell: stream.cell.name.to_string(),
                 path: path.to_owned(),
+                _open: crate::metrics::OpenStream::new(&stream.cell.name, "sse"),
             };
             (stream.sender.subscribe(), subscriber)
         };

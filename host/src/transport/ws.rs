@@ -161,6 +161,7 @@ async fn run(
 ) {
     let ws = &shared.ws;
     let (handle, cell) = (target.handle, &*target.name);
+    let _open = crate::metrics::OpenStream::new(cell, "websocket");
     let conn_id = ws.next_id.fetch_add(1, Ordering::Relaxed) + 1;
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(SEND_QUEUE);
     ws.conns.lock().unwrap().insert(

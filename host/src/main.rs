@@ -9,7 +9,7 @@ use pulp_host::error::HostError;
 use pulp_host::manifest::Manifest;
 use pulp_host::registry::{Registry, signature};
 use pulp_host::runtime::modules::Source;
-use pulp_host::runtime::{Host, Runtime};
+use pulp_host::runtime::{CellSpec, Host, Runtime};
 use pulp_host::transport;
 use pulp_host::{admin, builtin, extensions};
 use tracing_subscriber::EnvFilter;
@@ -269,9 +269,11 @@ impl Signals {
     }
 }
 
-fn check(args: RunArgs) -> Result<(), String> {
+/// Loads `args`' manifests, extensions and modules as a run would, without
+/// running anything, and hands each prepared cell to `each`.
+fn each_prepared(args: &RunArgs, mut each: impl FnMut(&Manifest, &CellSpec)) -> Result<(), String> {
     init_logging(&args.ext.log);
-    let manifests = manifests(&args)?;
+    let manifests = manifests(args)?;
     let io = async_runtime()?;
     let runtime = Runtime::new().map_err(|e| format!("cannot start wasmtime: {e}"))?;
     let services = builtin::Services::new(
@@ -281,13 +283,25 @@ fn check(args: RunArgs) -> Result<(), String> {
     )?;
     let registry = registry(&args.ext, &services)?;
     for (i, manifest) in manifests.iter().enumerate() {
-        let spec = pulp_host::runtime::prepare(&runtime, &registry, manifest, i as u64 + 1)?;
-        let imports: Vec<String> = spec
-            .module
-            .imports()
-            .filter(|i| i.module() == "pulp")
-            .map(|i| i.name().to_owned())
-            .collect();
+        each(
+            manifest,
+            &pulp_host::runtime::prepare(&runtime, &registry, manifest, i as u64 + 1)?,
+        );
+    }
+    Ok(())
+}
+
+/// The names of the module's `pulp` imports.
+fn pulp_imports(spec: &CellSpec) -> Vec<String> {
+    spec.module
+        .imports()
+        .filter(|i| i.module() == "pulp")
+        .map(|i| i.name().to_owned())
+        .collect()
+}
+
+fn check(args: RunArgs) -> Result<(), String> {
+    each_prepared(&args, |manifest, spec| {
         let declared: Vec<&str> = spec
             .capabilities
             .declared
@@ -300,35 +314,18 @@ fn check(args: RunArgs) -> Result<(), String> {
             manifest.version,
             manifest.path.display(),
             declared.join(", "),
-            imports.join(", ")
+            pulp_imports(spec).join(", ")
         );
-    }
-    Ok(())
+    })
 }
 
 /// Per cell: each capability it gets and the imports of it the module uses;
 /// a declared capability none of whose imports the module uses is
 /// over-granted. Event-only capabilities (no imports) cannot be judged so.
 fn audit(args: RunArgs, strict: bool) -> Result<(), String> {
-    init_logging(&args.ext.log);
-    let manifests = manifests(&args)?;
-    let io = async_runtime()?;
-    let runtime = Runtime::new().map_err(|e| format!("cannot start wasmtime: {e}"))?;
-    let services = builtin::Services::new(
-        io.handle().clone(),
-        Default::default(),
-        Arc::clone(&runtime.calls),
-    )?;
-    let registry = registry(&args.ext, &services)?;
     let mut over_granted = Vec::new();
-    for (i, manifest) in manifests.iter().enumerate() {
-        let spec = pulp_host::runtime::prepare(&runtime, &registry, manifest, i as u64 + 1)?;
-        let used: Vec<String> = spec
-            .module
-            .imports()
-            .filter(|i| i.module() == "pulp")
-            .map(|i| i.name().to_owned())
-            .collect();
+    each_prepared(&args, |manifest, spec| {
+        let used = pulp_imports(spec);
         println!(
             "cell {} {} ({})",
             manifest.name,
@@ -379,7 +376,7 @@ fn audit(args: RunArgs, strict: bool) -> Result<(), String> {
                 manifest.provides.join(", ")
             );
         }
-    }
+    })?;
     match (over_granted.is_empty(), strict) {
         (true, _) => println!("audit: no capability declared but unused"),
         (false, false) => println!(
@@ -405,21 +402,7 @@ fn compile(args: RunArgs) -> Result<(), String> {
     let runtime = Runtime::with_module_cache(Some(cache.clone()))
         .map_err(|e| format!("cannot start wasmtime: {e}"))?;
     for manifest in &manifests {
-        let bytes = std::fs::read(&manifest.wasm).map_err(|e| {
-            format!(
-                "cell {}: cannot read {}: {e}",
-                manifest.name,
-                manifest.wasm.display()
-            )
-        })?;
-        let (_, source) = runtime.modules.get(&runtime.engine, &bytes).map_err(|e| {
-            format!(
-                "cell {}: {} is not a valid wasm module: {}",
-                manifest.name,
-                manifest.wasm.display(),
-                e.root_cause()
-            )
-        })?;
+        let (_, source) = pulp_host::runtime::load_module(&runtime, manifest)?;
         let how = match source {
             Source::Compiled => "compiled",
             Source::Disk => "already in the cache",

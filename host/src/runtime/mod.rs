@@ -18,7 +18,7 @@ use std::time::Duration;
 use wasmtime::{Config, Engine};
 
 pub use instance::{CellSpec, Instance, link_check};
-pub use supervisor::{Host, Phase, Readiness, prepare};
+pub use supervisor::{Host, Phase, Readiness, load_module, prepare};
 
 /// How often the engine's epoch advances while some cell is inside a wasm call;
 /// a call's timeout is enforced to within this.

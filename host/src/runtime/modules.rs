@@ -36,6 +36,35 @@ pub struct Modules {
     /// Where compiled code is kept; `None` keeps it in memory only.
     dir: Option<PathBuf>,
     loaded: Mutex<HashMap<[u8; DIGEST_LEN], Module>>,
+    /// The digest of each module file already read, with what identified the
+    /// file then: a thousand cells of one file read and hash it once.
+    files: Mutex<HashMap<PathBuf, (FileId, [u8; DIGEST_LEN])>>,
+}
+
+/// Size, modification time and (on Unix) inode: a file rewritten or
+/// replaced since it was read differs in one of them, unless it was rewritten
+/// to the same size within the clock's granularity.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileId(u64, Option<std::time::SystemTime>, u64);
+
+fn file_id(path: &Path) -> std::io::Result<FileId> {
+    let meta = std::fs::metadata(path)?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Ok(FileId(meta.len(), meta.modified().ok(), inode))
+}
+
+/// Why a module file gives no module.
+#[derive(Debug)]
+pub enum LoadError {
+    Read(std::io::Error),
+    /// Its SHA-256 (hex) is not the pinned one.
+    Pin {
+        actual: String,
+    },
+    Compile(wasmtime::Error),
 }
 
 impl Modules {
@@ -43,12 +72,65 @@ impl Modules {
         Modules {
             dir,
             loaded: Mutex::default(),
+            files: Mutex::default(),
         }
     }
 
-    /// The compiled form of `bytes` (a `.wasm` binary or `.wat` text).
-    pub fn get(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<(Module, Source)> {
-        let digest: [u8; DIGEST_LEN] = Sha256::digest(bytes).into();
+    /// The compiled form of the module file at `path` (a `.wasm` binary or
+    /// `.wat` text), refused before anything is compiled when `pinned` (a
+    /// lower-case hex SHA-256) is given and does not match.
+    pub fn load(
+        &self,
+        engine: &Engine,
+        path: &Path,
+        pinned: Option<&str>,
+    ) -> Result<(Module, Source), LoadError> {
+        let id = file_id(path).map_err(LoadError::Read)?;
+        let known = self
+            .files
+            .lock()
+            .unwrap()
+            .get(path)
+            .filter(|(seen, _)| *seen == id)
+            .map(|(_, digest)| *digest);
+        let (digest, bytes) = match known {
+            Some(digest) => (digest, None),
+            None => {
+                let bytes = std::fs::read(path).map_err(LoadError::Read)?;
+                (Sha256::digest(&bytes).into(), Some(bytes))
+            }
+        };
+        if let Some(pinned) = pinned {
+            let actual = hex::encode(digest);
+            if actual != pinned {
+                return Err(LoadError::Pin { actual });
+            }
+        }
+        let found = match bytes {
+            Some(bytes) => self.get(engine, digest, &bytes),
+            None => match self.loaded.lock().unwrap().get(&digest) {
+                Some(module) => Ok((module.clone(), Source::Shared)),
+                None => {
+                    let bytes = std::fs::read(path).map_err(LoadError::Read)?;
+                    self.get(engine, Sha256::digest(&bytes).into(), &bytes)
+                }
+            },
+        };
+        let found = found.map_err(LoadError::Compile)?;
+        self.files
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), (id, digest));
+        Ok(found)
+    }
+
+    /// The compiled form of `bytes`, whose SHA-256 is `digest`.
+    fn get(
+        &self,
+        engine: &Engine,
+        digest: [u8; DIGEST_LEN],
+        bytes: &[u8],
+    ) -> wasmtime::Result<(Module, Source)> {
         // Held while compiling, so cells sharing a module compile it once.
         let mut loaded = self.loaded.lock().unwrap();
         if let Some(module) = loaded.get(&digest) {
@@ -158,24 +240,37 @@ mod tests {
             .collect()
     }
 
+    /// A cache in `dir/cache` and the module written to `dir/NAME.wat`.
+    fn setup(dir: &Path, name: &str, wat: &str) -> (Modules, PathBuf) {
+        let module = dir.join(format!("{name}.wat"));
+        std::fs::write(&module, wat).unwrap();
+        (Modules::new(Some(dir.join("cache"))), module)
+    }
+
+    fn source(modules: &Modules, engine: &Engine, path: &Path) -> Source {
+        modules.load(engine, path, None).unwrap().1
+    }
+
     #[test]
     fn a_module_compiles_once_then_comes_from_memory_then_from_disk() {
         let engine = Engine::default();
         let dir = tempfile::tempdir().unwrap();
-        let modules = Modules::new(Some(dir.path().to_owned()));
-        assert_eq!(
-            modules.get(&engine, WAT.as_bytes()).unwrap().1,
-            Source::Compiled
-        );
-        assert_eq!(
-            modules.get(&engine, WAT.as_bytes()).unwrap().1,
-            Source::Shared
-        );
-        assert_eq!(entries(dir.path()).len(), 1);
+        let (modules, path) = setup(dir.path(), "a", WAT);
+        assert_eq!(source(&modules, &engine, &path), Source::Compiled);
+        assert_eq!(source(&modules, &engine, &path), Source::Shared);
+        // The same bytes under another name are the same module.
+        let twin = dir.path().join("twin.wat");
+        std::fs::copy(&path, &twin).unwrap();
+        assert_eq!(source(&modules, &engine, &twin), Source::Shared);
+        // A file rewritten since it was read is read again (another length:
+        // two writes may share a coarse modification time).
+        std::fs::write(&path, WAT.replace("i32.const 7", "i32.const 70")).unwrap();
+        assert_eq!(source(&modules, &engine, &path), Source::Compiled);
+        assert_eq!(entries(&dir.path().join("cache")).len(), 2);
 
         // A new host with the same cache.
-        let again = Modules::new(Some(dir.path().to_owned()));
-        let (module, source) = again.get(&engine, WAT.as_bytes()).unwrap();
+        let again = Modules::new(Some(dir.path().join("cache")));
+        let (module, source) = again.load(&engine, &twin, None).unwrap();
         assert_eq!(source, Source::Disk);
         let mut store = wasmtime::Store::new(&engine, ());
         let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
@@ -184,13 +279,40 @@ mod tests {
     }
 
     #[test]
+    fn a_pinned_digest_is_checked_before_anything_is_compiled() {
+        let engine = Engine::default();
+        let dir = tempfile::tempdir().unwrap();
+        let (modules, path) = setup(dir.path(), "a", WAT);
+        let digest = hex::encode(Sha256::digest(WAT));
+        let wrong = "ab".repeat(32);
+        match modules.load(&engine, &path, Some(&wrong)) {
+            Err(LoadError::Pin { actual }) => assert_eq!(actual, digest),
+            other => panic!("{other:?}"),
+        }
+        assert!(!dir.path().join("cache").exists(), "nothing compiled");
+        assert!(modules.load(&engine, &path, Some(&digest)).is_ok());
+        // Known by its path now, and still checked.
+        assert!(matches!(
+            modules.load(&engine, &path, Some(&wrong)),
+            Err(LoadError::Pin { .. })
+        ));
+        let missing = modules.load(&engine, &dir.path().join("gone.wat"), None);
+        assert!(matches!(missing, Err(LoadError::Read(_))));
+        let (_, bad) = setup(dir.path(), "bad", "(module (func (result i32)))");
+        assert!(matches!(
+            modules.load(&engine, &bad, None),
+            Err(LoadError::Compile(_))
+        ));
+    }
+
+    #[test]
     fn a_damaged_entry_is_compiled_again_and_replaced() {
         let engine = Engine::default();
         let dir = tempfile::tempdir().unwrap();
-        Modules::new(Some(dir.path().to_owned()))
-            .get(&engine, WAT.as_bytes())
-            .unwrap();
-        let entry = entries(dir.path()).pop().unwrap();
+        let (modules, path) = setup(dir.path(), "a", WAT);
+        source(&modules, &engine, &path);
+        let cache = dir.path().join("cache");
+        let entry = entries(&cache).pop().unwrap();
         let good = std::fs::read(&entry).unwrap();
 
         let mut flipped = good.clone();
@@ -198,11 +320,8 @@ mod tests {
         flipped[last] ^= 0xff;
         for damaged in [&good[..good.len() / 2], &flipped[..], b"PULPCW01", b""] {
             std::fs::write(&entry, damaged).unwrap();
-            let modules = Modules::new(Some(dir.path().to_owned()));
-            assert_eq!(
-                modules.get(&engine, WAT.as_bytes()).unwrap().1,
-                Source::Compiled
-            );
+            let modules = Modules::new(Some(cache.clone()));
+            assert_eq!(source(&modules, &engine, &path), Source::Compiled);
             assert_eq!(std::fs::read(&entry).unwrap(), good, "rewritten whole");
         }
 
@@ -213,10 +332,7 @@ mod tests {
         forged.extend_from_slice(&Sha256::digest(&foreign));
         forged.extend_from_slice(&foreign);
         std::fs::write(&entry, forged).unwrap();
-        let modules = Modules::new(Some(dir.path().to_owned()));
-        assert_eq!(
-            modules.get(&engine, WAT.as_bytes()).unwrap().1,
-            Source::Compiled
-        );
+        let modules = Modules::new(Some(cache));
+        assert_eq!(source(&modules, &engine, &path), Source::Compiled);
     }
 }

@@ -9,13 +9,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pulp_ext_api::{CellStateHandle, Code, SetupEnv};
-use sha2::{Digest, Sha256};
 
 use super::Runtime;
 use super::calls::{self, CallRequest};
 use super::events::{CellLink, Delivery, Pump, Route};
 use super::instance::{CallError, CellSpec, Failure, Instance, link_check};
-use super::modules::Source;
+use wasmtime::Module;
+
+use super::modules::{LoadError, Source};
 use super::queue::{Next, QueueReceiver, QueueSender, queue};
 use super::stop;
 use crate::error::HostError;
@@ -88,6 +89,33 @@ pub struct Host {
     readiness: Arc<Readiness>,
 }
 
+/// The compiled module of `manifest`'s cell, checked against its
+/// `wasm_sha256` before anything is compiled.
+pub fn load_module(runtime: &Runtime, manifest: &Manifest) -> Result<(Module, Source), HostError> {
+    runtime
+        .modules
+        .load(
+            &runtime.engine,
+            &manifest.wasm,
+            manifest.wasm_sha256.as_deref(),
+        )
+        .map_err(|e| {
+            let (cell, wasm) = (&manifest.name, manifest.wasm.display());
+            HostError::Link(match e {
+                LoadError::Read(e) => format!("cell {cell}: cannot read {wasm}: {e}"),
+                LoadError::Pin { actual } => format!(
+                    "cell {cell}: {wasm} has sha256 {actual}, but {} pins wasm_sha256 = {}; deploy the pinned build or update wasm_sha256",
+                    manifest.path.display(),
+                    manifest.wasm_sha256.as_deref().unwrap_or_default()
+                ),
+                LoadError::Compile(e) => format!(
+                    "cell {cell}: {wasm} is not a valid wasm module: {}",
+                    e.root_cause()
+                ),
+            })
+        })
+}
+
 /// Compiles and checks one manifest's cell: everything that can be known before it runs.
 pub fn prepare(
     runtime: &Runtime,
@@ -95,33 +123,8 @@ pub fn prepare(
     manifest: &Manifest,
     id: u64,
 ) -> Result<CellSpec, HostError> {
-    let bytes = std::fs::read(&manifest.wasm).map_err(|e| {
-        HostError::Link(format!(
-            "cell {}: cannot read {}: {e}",
-            manifest.name,
-            manifest.wasm.display()
-        ))
-    })?;
-    if let Some(pinned) = &manifest.wasm_sha256 {
-        let actual = hex::encode(Sha256::digest(&bytes));
-        if &actual != pinned {
-            return Err(HostError::Link(format!(
-                "cell {}: {} has sha256 {actual}, but {} pins wasm_sha256 = {pinned}; deploy the pinned build or update wasm_sha256",
-                manifest.name,
-                manifest.wasm.display(),
-                manifest.path.display()
-            )));
-        }
-    }
     let began = Instant::now();
-    let (module, source) = runtime.modules.get(&runtime.engine, &bytes).map_err(|e| {
-        HostError::Link(format!(
-            "cell {}: {} is not a valid wasm module: {}",
-            manifest.name,
-            manifest.wasm.display(),
-            e.root_cause()
-        ))
-    })?;
+    let (module, source) = load_module(runtime, manifest)?;
     let ms = began.elapsed().as_secs_f64() * 1000.0;
     let cell = manifest.name.as_str();
     match source {

@@ -121,6 +121,10 @@ fn out_of_bounds_pointers_get_code_2_and_the_cell_lives() {
     assert!(log.contains("log oob returned 2"), "{log}");
     assert!(log.contains("greet oob returned 2"), "{log}");
     assert!(log.contains("greet neglen returned 2"), "{log}");
+    assert!(log.contains("call oob returned 2"), "{log}");
+    assert!(log.contains("call neglen returned 2"), "{log}");
+    assert!(log.contains("call out oob returned 2"), "{log}");
+    assert!(log.contains("call gigabyte returned 9"), "{log}");
 }
 
 #[test]

@@ -27,9 +27,14 @@ impl Capability for Call {
             "pulp_call",
             &[ValType::I32; 8],
             move |guest, args| {
-                let text = |bytes| std::str::from_utf8(bytes).map_err(|_| Code::DECODE);
-                let target = text(guest.read_arg(args, 0)?)?.to_owned();
-                let function = text(guest.read_arg(args, 2)?)?.to_owned();
+                // Out-slots the result cannot be stored in fail the call
+                // before the target does any work for it.
+                for slot in [6, 7] {
+                    let ptr = u32::try_from(args.i32(slot)).map_err(|_| Code::OUT_OF_BOUNDS)?;
+                    guest.read(ptr, 4)?;
+                }
+                let target = guest.read_str_arg(args, 0)?.to_owned();
+                let function = guest.read_str_arg(args, 2)?.to_owned();
                 let input = guest.read_arg(args, 4)?.to_vec();
                 let cell = guest.cell().to_owned();
                 let result = directory.call(&cell, &target, &function, input)?;

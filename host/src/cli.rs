@@ -124,9 +124,31 @@ pub struct RunArgs {
     /// an event this often (0: only when an event arrives).
     #[arg(long, default_value_t = 0)]
     pub default_tick_ms: u64,
+    /// Worker threads that run cells [default: the number of cores].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
+    /// Worker threads at most: while every worker is held by a long host call
+    /// or a runaway step, workers are added up to this many.
+    #[arg(long, default_value_t = default_max_workers(), value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_workers: u16,
+}
+
+const fn default_max_workers() -> u16 {
+    crate::runtime::DEFAULT_MAX_WORKERS as u16
 }
 
 impl RunArgs {
+    /// How the cell runtime is set up.
+    pub fn runtime_options(&self) -> crate::runtime::Options {
+        let defaults = crate::runtime::Options::default();
+        let workers = self.workers.map_or(defaults.workers, usize::from);
+        crate::runtime::Options {
+            module_cache: self.module_cache_dir(),
+            workers,
+            max_workers: usize::from(self.max_workers).max(workers),
+        }
+    }
+
     /// Where the shared listener binds.
     pub fn listen_addr(&self) -> SocketAddr {
         self.http_addr

@@ -107,7 +107,7 @@ fn run(args: RunArgs) -> Result<(), String> {
     let signals = Signals::install(&io)?;
     let limits = listener_limits(&args)?;
     let runtime = Arc::new(
-        Runtime::with_module_cache(args.module_cache_dir())
+        Runtime::with_options(args.runtime_options())
             .map_err(|e| format!("cannot start wasmtime: {e}"))?,
     );
     let services = builtin::Services::new(
@@ -399,8 +399,11 @@ fn compile(args: RunArgs) -> Result<(), String> {
     let Some(cache) = args.module_cache_dir() else {
         return Err("pulp compile fills the module cache: drop --no-module-cache".into());
     };
-    let runtime = Runtime::with_module_cache(Some(cache.clone()))
-        .map_err(|e| format!("cannot start wasmtime: {e}"))?;
+    let runtime = Runtime::with_options(pulp_host::runtime::Options {
+        module_cache: Some(cache.clone()),
+        ..Default::default()
+    })
+    .map_err(|e| format!("cannot start wasmtime: {e}"))?;
     for manifest in &manifests {
         let (_, source) = pulp_host::runtime::load_module(&runtime, manifest)?;
         let how = match source {

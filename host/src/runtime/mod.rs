@@ -1,10 +1,12 @@
-//! The cell runtime: one wasmtime engine, one thread per cell, event-driven stepping.
+//! The cell runtime: one wasmtime engine, cells run as tasks on a worker pool,
+//! event-driven stepping.
 
 pub mod calls;
 mod events;
 mod instance;
 pub mod modules;
 mod output;
+pub mod pool;
 mod queue;
 pub mod stop;
 mod supervisor;
@@ -103,10 +105,37 @@ impl EpochTicker {
     }
 }
 
-/// The engine every cell shares, and the clock that interrupts runaway calls.
+/// How a runtime is set up.
+pub struct Options {
+    /// Where compiled modules are kept on disk; in memory only when `None`.
+    pub module_cache: Option<PathBuf>,
+    /// Worker threads that run cells, always there.
+    pub workers: usize,
+    /// Worker threads at most, while cells hold workers in long calls.
+    pub max_workers: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Options {
+            module_cache: None,
+            workers: cores,
+            max_workers: DEFAULT_MAX_WORKERS.max(cores),
+        }
+    }
+}
+
+/// The default bound on worker threads: enough cells blocked in host calls
+/// or runaway steps at once, before the rest wait.
+pub const DEFAULT_MAX_WORKERS: usize = 64;
+
+/// The engine every cell shares, the workers that run cells, and the clock
+/// that interrupts runaway calls.
 pub struct Runtime {
     pub engine: Engine,
     pub epoch: Arc<EpochTicker>,
+    pub pool: pool::Pool,
     /// Every running cell as a party to cell-to-cell calls.
     pub calls: Arc<calls::Directory>,
     /// Each distinct module compiled once, and kept on disk when asked.
@@ -115,13 +144,12 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// A runtime that keeps compiled modules in memory only.
+    /// A runtime with the default options: compiled modules in memory only.
     pub fn new() -> wasmtime::Result<Runtime> {
-        Runtime::with_module_cache(None)
+        Runtime::with_options(Options::default())
     }
 
-    /// A runtime that keeps compiled modules in `cache` too, when given.
-    pub fn with_module_cache(cache: Option<PathBuf>) -> wasmtime::Result<Runtime> {
+    pub fn with_options(options: Options) -> wasmtime::Result<Runtime> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         // One linear memory per cell, so `max_memory_pages` bounds all of it; a
@@ -129,11 +157,13 @@ impl Runtime {
         config.wasm_multi_memory(false);
         let engine = Engine::new(&config)?;
         let (epoch, clock) = EpochTicker::start(&engine);
+        let pool = pool::Pool::new(options.workers, options.max_workers)?;
         Ok(Runtime {
             engine,
             epoch,
+            pool,
             calls: Arc::default(),
-            modules: modules::Modules::new(cache),
+            modules: modules::Modules::new(options.module_cache),
             clock: Some(clock),
         })
     }

@@ -1,29 +1,26 @@
 //! A cell's event queue, bounded both in events and in bytes. Senders wake the
-//! cell's thread with `Thread::unpark`, a single atomic swap unless the thread
-//! is asleep; a blocking channel receive would take a lock around every wake-up
-//! instead, and those locks were a large share of the host's futex calls under
-//! load. Shutdown is a flag beside the queue, so a cell waiting out a restart
-//! backoff sees it without draining the events queued for its next instance.
+//! cell's task, which a worker then runs (`pool`); a wake is one atomic
+//! operation while the task is already queued or running. Shutdown is a flag
+//! beside the queue, so a cell waiting out a restart backoff sees it without
+//! draining the events queued for its next instance.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{
-    Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel,
-};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
-use std::thread::Thread;
-use std::time::{Duration, Instant};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::time::Duration;
 
 use super::calls::CallRequest;
 use super::events::Delivery;
+use super::pool::Task;
 
 /// How long a blocked sender sleeps before looking again, should the
 /// receiver's notification slip past it.
 const RECHECK: Duration = Duration::from_millis(50);
 
 struct Shared {
-    /// The thread that receives, once it has started to.
-    reader: OnceLock<Thread>,
+    /// The task that receives, once it is made.
+    reader: OnceLock<Weak<Task>>,
     /// Bytes of the events queued now.
     bytes: AtomicU64,
     max_bytes: u64,
@@ -39,8 +36,8 @@ struct Shared {
 
 impl Shared {
     fn wake_reader(&self) {
-        if let Some(thread) = self.reader.get() {
-            thread.unpark();
+        if let Some(task) = self.reader.get().and_then(Weak::upgrade) {
+            task.wake();
         }
     }
 }
@@ -80,6 +77,11 @@ pub struct QueueSender {
 }
 
 impl QueueSender {
+    /// Senders wake `task`, the receiver's, from now on.
+    pub fn wakes(&self, task: &Arc<Task>) {
+        let _ = self.shared.reader.set(Arc::downgrade(task));
+    }
+
     fn tx(&self) -> &SyncSender<Delivery> {
         self.tx.as_ref().expect("present until drop")
     }
@@ -157,10 +159,11 @@ impl Drop for QueueReceiver {
     }
 }
 
-/// What the cell's thread gets from its queue.
+/// What the cell's task gets from its queue.
 pub enum Next {
     Call(CallRequest),
     Event(Delivery),
+    /// Shutdown was asked and no event is left, or every sender is gone.
     Shutdown,
 }
 
@@ -170,80 +173,46 @@ pub struct QueueReceiver {
 }
 
 impl QueueReceiver {
-    /// The next event, or shutdown once no event is left, waiting until
-    /// `deadline` (forever when `None`). Always called from the same thread,
-    /// which senders then wake.
-    pub fn recv_until(&self, deadline: Option<Instant>) -> Result<Next, RecvTimeoutError> {
-        self.shared.reader.get_or_init(std::thread::current);
-        loop {
-            let call = self
-                .shared
-                .calls
-                .lock()
-                .unwrap()
-                .as_mut()
-                .and_then(VecDeque::pop_front);
-            if let Some(call) = call {
-                return Ok(Next::Call(call));
-            }
-            match self.rx.try_recv() {
-                Ok(delivery) => {
-                    self.shared
-                        .bytes
-                        .fetch_sub(size(&delivery), Ordering::SeqCst);
-                    if self.shared.blocked.load(Ordering::SeqCst) > 0 {
-                        let _guard = self.shared.room.lock().unwrap();
-                        self.shared.freed.notify_all();
-                    }
-                    return Ok(Next::Event(delivery));
+    /// The next call, else the next event, else shutdown if asked; `None`
+    /// when there is nothing to do yet.
+    pub fn try_next(&self) -> Option<Next> {
+        let call = self
+            .shared
+            .calls
+            .lock()
+            .unwrap()
+            .as_mut()
+            .and_then(VecDeque::pop_front);
+        if let Some(call) = call {
+            return Some(Next::Call(call));
+        }
+        match self.rx.try_recv() {
+            Ok(delivery) => {
+                self.shared
+                    .bytes
+                    .fetch_sub(size(&delivery), Ordering::SeqCst);
+                if self.shared.blocked.load(Ordering::SeqCst) > 0 {
+                    let _guard = self.shared.room.lock().unwrap();
+                    self.shared.freed.notify_all();
                 }
-                Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
-                Err(TryRecvError::Empty) => {}
+                Some(Next::Event(delivery))
             }
-            if self.shared.shutdown.load(Ordering::SeqCst) {
-                return Ok(Next::Shutdown);
-            }
-            if !self.park_until(deadline) {
-                return Err(RecvTimeoutError::Timeout);
-            }
+            Err(TryRecvError::Disconnected) => Some(Next::Shutdown),
+            Err(TryRecvError::Empty) => self.shutdown_asked().then_some(Next::Shutdown),
         }
     }
 
-    /// Waits until `deadline` without taking events or calls; true if
-    /// shutdown was asked.
-    pub fn shutdown_before(&self, deadline: Instant) -> bool {
-        self.shared.reader.get_or_init(std::thread::current);
-        loop {
-            if self.shared.shutdown.load(Ordering::SeqCst) {
-                return true;
-            }
-            if !self.park_until(Some(deadline)) {
-                return false;
-            }
-        }
-    }
-
-    /// Parks until woken or `deadline`; false once the deadline has passed. A
-    /// wake-up between a check and parking is not lost: it leaves a token that
-    /// makes the park return at once.
-    fn park_until(&self, deadline: Option<Instant>) -> bool {
-        match deadline {
-            None => std::thread::park(),
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return false;
-                }
-                std::thread::park_timeout(left);
-            }
-        }
-        true
+    /// Whether shutdown was asked, events still queued or not.
+    pub fn shutdown_asked(&self) -> bool {
+        self.shared.shutdown.load(Ordering::SeqCst)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::pool::{Pool, Turn};
     use super::*;
+    use std::sync::mpsc;
 
     fn event(kind: &str, payload_len: usize) -> Delivery {
         Delivery {
@@ -253,56 +222,51 @@ mod tests {
         }
     }
 
-    fn kind(next: Next) -> String {
+    fn kind(next: Option<Next>) -> String {
         match next {
-            Next::Event(delivery) => delivery.kind,
-            Next::Shutdown => "shutdown".to_owned(),
-            Next::Call(call) => format!("call {}", call.function),
+            Some(Next::Event(delivery)) => delivery.kind,
+            Some(Next::Shutdown) => "shutdown".to_owned(),
+            Some(Next::Call(call)) => format!("call {}", call.function),
+            None => "nothing".to_owned(),
         }
     }
 
     #[test]
-    fn a_parked_reader_wakes_for_each_event_then_shutdown_then_close() {
+    fn an_idle_task_wakes_for_each_event_then_shutdown() {
+        let pool = Pool::new(1, 1).unwrap();
         let (tx, rx) = queue(2, 1 << 20);
-        let reader = std::thread::spawn(move || {
-            let mut got = Vec::new();
-            loop {
-                match rx.recv_until(None) {
-                    Ok(Next::Shutdown) if got.last().is_some_and(|k| k == "shutdown") => {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Ok(next) => got.push(kind(next)),
-                    Err(e) => return (got, e),
+        let (got_tx, got) = mpsc::channel();
+        let task = pool.task("reader".into(), move || {
+            while let Some(next) = rx.try_next() {
+                let shutdown = matches!(next, Next::Shutdown);
+                got_tx.send(kind(Some(next))).unwrap();
+                if shutdown {
+                    return Turn::Done;
                 }
             }
+            Turn::Idle
         });
+        tx.wakes(&task);
+        let wait = || got.recv_timeout(Duration::from_secs(10)).unwrap();
         for name in ["a", "b", "c", "d"] {
-            // Gives the reader time to park between events.
-            std::thread::sleep(Duration::from_millis(20));
+            // Each event finds the task idle.
             assert!(tx.send(event(name, 1)).is_ok());
+            assert_eq!(wait(), name);
         }
-        std::thread::sleep(Duration::from_millis(20));
-        let second = tx.clone();
-        second.request_shutdown();
-        std::thread::sleep(Duration::from_millis(20));
-        drop(tx);
-        drop(second);
-        let (got, end) = reader.join().unwrap();
-        assert_eq!(got, ["a", "b", "c", "d", "shutdown"]);
-        assert_eq!(end, RecvTimeoutError::Disconnected);
+        tx.request_shutdown();
+        assert_eq!(wait(), "shutdown");
     }
 
     #[test]
-    fn full_in_events_or_in_bytes_refuses_and_a_deadline_ends_the_wait() {
+    fn full_in_events_or_in_bytes_refuses_and_taking_gives_room_back() {
         let (tx, rx) = queue(1, 1 << 20);
         tx.try_send(event("a", 1)).unwrap();
         assert!(matches!(
             tx.try_send(event("b", 1)),
             Err(TrySendError::Full(_))
         ));
-        let soon = Some(Instant::now() + Duration::from_millis(10));
-        assert_eq!(kind(rx.recv_until(soon).unwrap()), "a");
-        assert_eq!(rx.recv_until(soon).err(), Some(RecvTimeoutError::Timeout));
+        assert_eq!(kind(rx.try_next()), "a");
+        assert_eq!(kind(rx.try_next()), "nothing");
 
         let (tx, rx) = queue(100, 1000);
         tx.try_send(event("a", 599)).unwrap();
@@ -311,8 +275,7 @@ mod tests {
             Err(TrySendError::Full(_))
         ));
         tx.try_send(event("c", 399)).unwrap();
-        assert_eq!(kind(rx.recv_until(soon).unwrap()), "a");
-        // Taking an event gives its bytes back.
+        assert_eq!(kind(rx.try_next()), "a");
         tx.try_send(event("d", 599)).unwrap();
         drop(rx);
         assert!(matches!(
@@ -322,25 +285,34 @@ mod tests {
     }
 
     #[test]
+    fn every_sender_gone_reads_as_shutdown() {
+        let (tx, rx) = queue(10, 1000);
+        tx.try_send(event("last", 1)).unwrap();
+        drop(tx);
+        assert_eq!(kind(rx.try_next()), "last");
+        assert_eq!(kind(rx.try_next()), "shutdown");
+    }
+
+    #[test]
     fn a_blocked_sender_goes_on_when_the_reader_frees_room() {
         let (tx, rx) = queue(100, 100);
         tx.try_send(event("a", 90)).unwrap();
         let sender = std::thread::spawn(move || tx.send(event("b", 90)).is_ok());
         std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(kind(rx.recv_until(None).unwrap()), "a");
-        assert_eq!(kind(rx.recv_until(None).unwrap()), "b");
+        assert_eq!(kind(rx.try_next()), "a");
         assert!(sender.join().unwrap());
+        assert_eq!(kind(rx.try_next()), "b");
     }
 
     #[test]
-    fn shutdown_is_seen_while_waiting_without_taking_events() {
+    fn shutdown_is_seen_without_taking_events_and_comes_after_them() {
         let (tx, rx) = queue(10, 1000);
         tx.try_send(event("kept", 1)).unwrap();
-        assert!(!rx.shutdown_before(Instant::now() + Duration::from_millis(10)));
+        assert!(!rx.shutdown_asked());
         tx.request_shutdown();
-        assert!(rx.shutdown_before(Instant::now() + Duration::from_secs(60)));
+        assert!(rx.shutdown_asked());
         // The event waits for the next instance, ahead of the shutdown.
-        assert_eq!(kind(rx.recv_until(None).unwrap()), "kept");
-        assert_eq!(kind(rx.recv_until(None).unwrap()), "shutdown");
+        assert_eq!(kind(rx.try_next()), "kept");
+        assert_eq!(kind(rx.try_next()), "shutdown");
     }
 }

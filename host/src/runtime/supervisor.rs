@@ -1,22 +1,23 @@
-//! Starting cells, the step loop on each cell's thread, restarts, and shutdown.
+//! Starting cells, each cell's life as a task on the worker pool (steps,
+//! ticks, calls, restarts), and shutdown.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::mpsc::RecvTimeoutError;
-use std::thread::JoinHandle;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use pulp_ext_api::{CellStateHandle, Code, SetupEnv};
 
 use super::Runtime;
 use super::calls::{self, CallRequest};
-use super::events::{CellLink, Delivery, Pump, Route};
+use super::events::{CellLink, Pump, Route};
 use super::instance::{CallError, CellSpec, Failure, Instance, link_check};
 use wasmtime::Module;
 
 use super::modules::{LoadError, Source};
+use super::pool::{Task, Turn};
 use super::queue::{Next, QueueReceiver, QueueSender, queue};
 use super::stop;
 use crate::error::HostError;
@@ -33,12 +34,18 @@ const HEALTHY_RUN: Duration = Duration::from_secs(30);
 /// How long shutdown waits for cells to finish their work and `pulp_shutdown`
 /// before it interrupts whatever still runs.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// Calls, events and ticks a cell handles in one turn before the other cells
+/// waiting for a worker get theirs.
+const TURN_BUDGET: usize = 16;
 
 struct Cell {
     name: Arc<str>,
     queue: QueueSender,
-    /// Yields whether the cell already stopped for good (and had `teardown_cell`).
-    thread: JoinHandle<bool>,
+    /// Kept for the host's life: the queue holds it weakly.
+    _task: Arc<Task>,
+    /// Says once whether the cell already stopped for good (and had
+    /// `teardown_cell`); closed unsaid if the host failed running it.
+    done: Receiver<bool>,
     declared: Vec<Arc<Entry>>,
     states: Arc<Vec<CellStateHandle>>,
 }
@@ -81,7 +88,7 @@ impl Readiness {
     }
 }
 
-/// The running host: every cell on its own thread, and the event pumps.
+/// The running host: every cell as a task on the worker pool, and the event pumps.
 pub struct Host {
     registry: Arc<Registry>,
     cells: Vec<Cell>,
@@ -161,7 +168,7 @@ pub fn prepare(
 }
 
 impl Host {
-    /// Validates every cell, runs capability setup, then starts each cell's thread and
+    /// Validates every cell, runs capability setup, then starts each cell and
     /// returns once every cell has been through its first `pulp_init`.
     pub fn start(
         runtime: Arc<Runtime>,
@@ -262,13 +269,12 @@ impl Host {
                 .collect(),
         });
         let mut slots: Vec<_> = specs.into_iter().zip(queues).map(Some).collect();
-        let mut started: Vec<Option<std::sync::mpsc::Receiver<()>>> =
-            manifests.iter().map(|_| None).collect();
+        let mut started: Vec<Option<Receiver<()>>> = manifests.iter().map(|_| None).collect();
         let mut cells = Vec::new();
         for i in order {
             let manifest = &manifests[i];
-            // A dependency has reported once, or its thread died early and
-            // closed its sender: either way it has been through pulp_init.
+            // A dependency has reported once, or failed and closed its
+            // sender: either way it has been through pulp_init.
             for dep in &manifest.depends_on {
                 let d = manifests.iter().position(|m| &m.name == dep);
                 if let Some(rx) = d.and_then(|d| started[d].as_ref()) {
@@ -278,31 +284,40 @@ impl Host {
             let (spec, (tx, rx)) = slots[i].take().expect("each cell starts once");
             let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
             started[i] = Some(started_rx);
+            let (done_tx, done) = std::sync::mpsc::channel();
+            let name = Arc::clone(&spec.name);
             let declared = spec.capabilities.declared.clone();
             let states = Arc::clone(&spec.states);
-            let runtime = Arc::clone(&runtime);
-            let policy = manifest.restart;
-            let tick = Duration::from_millis(manifest.tick_ms.unwrap_or(0));
-            let name = Arc::clone(&spec.name);
-            let phase = (Arc::clone(&readiness), i);
-            let thread = std::thread::Builder::new()
-                .name(format!("cell-{}", spec.name))
-                .spawn(move || supervise(&runtime, &spec, policy, tick, &rx, started_tx, phase))
-                .map_err(|e| {
-                    HostError::Setup(format!(
-                        "cell {}: cannot start its thread: {e}",
-                        manifest.name
-                    ))
-                })?;
+            let mut life = CellLife {
+                runtime: Arc::clone(&runtime),
+                spec,
+                policy: manifest.restart,
+                tick: Duration::from_millis(manifest.tick_ms.unwrap_or(0)),
+                queue: rx,
+                started: Some(started_tx),
+                readiness: Arc::clone(&readiness),
+                index: i,
+                ran: false,
+                began: Instant::now(),
+                backoff: FIRST_BACKOFF,
+                done: Some(done_tx),
+            };
+            let mut stage = Stage::Start;
+            let task = runtime
+                .pool
+                .task(Arc::clone(&name), move || life.turn(&mut stage));
+            tx.wakes(&task);
+            task.wake();
             cells.push(Cell {
                 name,
                 queue: tx,
-                thread,
+                _task: task,
+                done,
                 declared,
                 states,
             });
         }
-        // Each cell reports once; a thread that died early closes its sender instead.
+        // Each cell reports once; one the host failed running closes its sender instead.
         for rx in started.iter().flatten() {
             let _ = rx.recv();
         }
@@ -326,14 +341,24 @@ impl Host {
             cell.queue.request_shutdown();
         }
         let grace = Instant::now() + SHUTDOWN_GRACE;
-        while Instant::now() < grace && self.cells.iter().any(|c| !c.thread.is_finished()) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let mut outcome: Vec<Option<bool>> = self
+            .cells
+            .iter()
+            .map(|cell| {
+                let left = grace.saturating_duration_since(Instant::now());
+                match cell.done.recv_timeout(left) {
+                    Ok(torn_down) => Some(torn_down),
+                    Err(RecvTimeoutError::Disconnected) => Some(false),
+                    Err(RecvTimeoutError::Timeout) => None,
+                }
+            })
+            .collect();
         let busy: Vec<&str> = self
             .cells
             .iter()
-            .filter(|c| !c.thread.is_finished())
-            .map(|c| &*c.name)
+            .zip(&outcome)
+            .filter(|(_, done)| done.is_none())
+            .map(|(c, _)| &*c.name)
             .collect();
         if !busy.is_empty() {
             tracing::warn!(
@@ -344,8 +369,8 @@ impl Host {
             stop::interrupt_all();
         }
         let mut stopped = Vec::new();
-        for cell in self.cells {
-            let torn_down = cell.thread.join().unwrap_or(false);
+        for (cell, done) in self.cells.into_iter().zip(outcome.iter_mut()) {
+            let torn_down = done.unwrap_or_else(|| cell.done.recv().unwrap_or(false));
             if !torn_down {
                 stopped.push((cell.name, cell.declared, cell.states));
             }
@@ -429,51 +454,141 @@ fn private_dir(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-enum Outcome {
-    Shutdown,
-    Failed(Failure),
+/// Where a cell's life is between turns.
+enum Stage {
+    Start,
+    Running {
+        instance: Box<Instance>,
+        next_tick: Instant,
+    },
+    /// Failed; the next instance starts at `until`.
+    Waiting {
+        until: Instant,
+    },
 }
 
-/// A cell's thread: start, step, restart per policy, until shutdown. Returns true
-/// when the cell stopped for good before shutdown and was already torn down.
-fn supervise(
-    runtime: &Arc<Runtime>,
-    spec: &CellSpec,
+/// A cell's life on the worker pool: start, step, restart per policy, until
+/// shutdown.
+struct CellLife {
+    runtime: Arc<Runtime>,
+    spec: CellSpec,
     policy: RestartPolicy,
     tick: Duration,
-    queue: &QueueReceiver,
-    started: std::sync::mpsc::Sender<()>,
-    (readiness, index): (Arc<Readiness>, usize),
-) -> bool {
-    let mut started = Some(started);
-    // A cell that never initialised stays `Starting` through its restarts.
-    let mut ran = false;
-    let cell = &*spec.name;
-    let mut backoff = FIRST_BACKOFF;
-    loop {
-        let began = Instant::now();
-        let first = Instance::start(runtime, spec);
-        if first.is_ok() {
-            ran = true;
-            readiness.set(index, Phase::Running);
+    queue: QueueReceiver,
+    /// Dropped once the first instance has been through `pulp_init`, or failed to.
+    started: Option<Sender<()>>,
+    readiness: Arc<Readiness>,
+    index: usize,
+    /// A cell that never initialised stays `Starting` through its restarts.
+    ran: bool,
+    /// When the current instance was started.
+    began: Instant,
+    backoff: Duration,
+    done: Option<Sender<bool>>,
+}
+
+impl CellLife {
+    /// Handles what is pending, up to `TURN_BUDGET` items, never waiting.
+    fn turn(&mut self, stage: &mut Stage) -> Turn {
+        let cell = Arc::clone(&self.spec.name);
+        let cell = &*cell;
+        for _ in 0..TURN_BUDGET {
+            let result = match stage {
+                Stage::Start => {
+                    self.began = Instant::now();
+                    let first = Instance::start(&self.runtime, &self.spec);
+                    if first.is_ok() {
+                        self.ran = true;
+                        self.readiness.set(self.index, Phase::Running);
+                    }
+                    // Dropping the sender is the report.
+                    self.started.take();
+                    match first {
+                        Ok(instance) => {
+                            tracing::info!(cell, "cell started");
+                            *stage = Stage::Running {
+                                instance: Box::new(instance),
+                                next_tick: Instant::now() + self.tick,
+                            };
+                            continue;
+                        }
+                        Err(failure) => Err(failure),
+                    }
+                }
+                Stage::Waiting { until } => {
+                    if self.queue.shutdown_asked() {
+                        return self.finish(false);
+                    }
+                    if Instant::now() < *until {
+                        return Turn::Sleep(*until);
+                    }
+                    crate::metrics::get()
+                        .restarts
+                        .get_or_create(&crate::metrics::cell(cell))
+                        .inc();
+                    *stage = Stage::Start;
+                    continue;
+                }
+                Stage::Running {
+                    instance,
+                    next_tick,
+                } => match self.queue.try_next() {
+                    Some(Next::Shutdown) => {
+                        match instance.shutdown() {
+                            Ok(0) => {}
+                            Ok(code) => tracing::warn!(cell, "pulp_shutdown returned {code}"),
+                            Err(failure) => {
+                                tracing::error!(cell, "pulp_shutdown failed: {failure}")
+                            }
+                        }
+                        tracing::info!(cell, steps = instance.calls(), "cell shut down");
+                        return self.finish(false);
+                    }
+                    Some(Next::Event(delivery)) => {
+                        let result = instance.step(Some((&delivery.kind, &delivery.payload)));
+                        if let Some((entry, id)) = &delivery.source
+                            && let Err(e) = entry.handle.finalize(*id)
+                        {
+                            tracing::error!(
+                                cell,
+                                capability = entry.name(),
+                                "finalize({id}) failed: {e}"
+                            );
+                        }
+                        result
+                    }
+                    Some(Next::Call(call)) => serve(instance, cell, call),
+                    None if self.tick.is_zero() => return Turn::Idle,
+                    None => {
+                        let now = Instant::now();
+                        if now < *next_tick {
+                            return Turn::Sleep(*next_tick);
+                        }
+                        *next_tick = (*next_tick + self.tick).max(now);
+                        instance.step(None)
+                    }
+                },
+            };
+            match result {
+                Ok(0) => {}
+                Ok(code) => tracing::warn!(cell, "pulp_step returned {code}"),
+                Err(failure) => {
+                    if let Some(turn) = self.failed(cell, failure, stage) {
+                        return turn;
+                    }
+                }
+            }
         }
-        // Dropping the sender is the report.
-        started.take();
-        let outcome = match first {
-            Ok(mut instance) => {
-                tracing::info!(cell, "cell started");
-                run(&mut instance, cell, tick, queue)
-            }
-            Err(failure) => Outcome::Failed(failure),
-        };
-        let failure = match outcome {
-            Outcome::Shutdown => return false,
-            Outcome::Failed(_) if stop::stopping() => {
-                tracing::warn!(cell, "cell interrupted by shutdown");
-                return false;
-            }
-            Outcome::Failed(failure) => failure,
-        };
+        Turn::Yield
+    }
+
+    /// After an instance failed: the restart per policy, as the next stage,
+    /// or the end of the cell.
+    fn failed(&mut self, cell: &str, failure: Failure, stage: &mut Stage) -> Option<Turn> {
+        if stop::stopping() {
+            tracing::warn!(cell, "cell interrupted by shutdown");
+            return Some(self.finish(false));
+        }
         let crashed = !matches!(failure, Failure::Exit(0));
         let kind = match failure {
             Failure::Trap(_) | Failure::Stopped => "trap",
@@ -489,6 +604,7 @@ fn supervise(
                 kind,
             })
             .inc();
+        let spec = &self.spec;
         for (entry, state) in spec.capabilities.declared.iter().zip(spec.states.iter()) {
             if let Err(e) = entry.handle.cell_failed(cell, state) {
                 tracing::error!(cell, capability = entry.name(), "cell_failed failed: {e}");
@@ -499,13 +615,14 @@ fn supervise(
         } else {
             tracing::info!(cell, "cell exited");
         }
+        let policy = self.policy;
         let restart = match policy {
             RestartPolicy::Never => false,
             RestartPolicy::OnCrash => crashed,
             RestartPolicy::Always => true,
         };
         if !restart {
-            readiness.set(index, Phase::Stopped);
+            self.readiness.set(self.index, Phase::Stopped);
             tracing::warn!(
                 cell,
                 "cell stopped (restart = {policy}); other cells keep running"
@@ -516,44 +633,33 @@ fn supervise(
                 }
             }
             // Dropping the queue makes producers see the cell is gone.
-            return true;
+            return Some(self.finish(true));
         }
-        if ran {
-            readiness.set(index, Phase::Restarting);
+        if self.ran {
+            self.readiness.set(self.index, Phase::Restarting);
         }
-        if began.elapsed() >= HEALTHY_RUN {
-            backoff = FIRST_BACKOFF;
+        if self.began.elapsed() >= HEALTHY_RUN {
+            self.backoff = FIRST_BACKOFF;
         }
         tracing::info!(
             cell,
             "restarting in {} ms (restart = {policy})",
-            backoff.as_millis()
+            self.backoff.as_millis()
         );
         // Events that arrive meanwhile wait in the bounded queue for the next instance.
-        if queue.shutdown_before(Instant::now() + backoff) {
-            return false;
-        }
-        crate::metrics::get()
-            .restarts
-            .get_or_create(&crate::metrics::cell(cell))
-            .inc();
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        *stage = Stage::Waiting {
+            until: Instant::now() + self.backoff,
+        };
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        None
     }
-}
 
-enum Work {
-    Call(CallRequest),
-    Event(Delivery),
-    Tick,
-    Shutdown,
-}
-
-fn next_work(queue: &QueueReceiver, tick: Duration, next_tick: Instant) -> Work {
-    match queue.recv_until((!tick.is_zero()).then_some(next_tick)) {
-        Ok(Next::Call(call)) => Work::Call(call),
-        Ok(Next::Event(d)) => Work::Event(d),
-        Ok(Next::Shutdown) | Err(RecvTimeoutError::Disconnected) => Work::Shutdown,
-        Err(RecvTimeoutError::Timeout) => Work::Tick,
+    fn finish(&mut self, torn_down: bool) -> Turn {
+        self.started.take();
+        if let Some(done) = self.done.take() {
+            let _ = done.send(torn_down);
+        }
+        Turn::Done
     }
 }
 
@@ -588,46 +694,4 @@ fn serve(instance: &mut Instance, cell: &str, call: CallRequest) -> Result<i32, 
     // The caller may have given up waiting.
     let _ = reply.send(answer);
     outcome
-}
-
-/// The step loop: blocks until an event or the next tick, never spins.
-fn run(instance: &mut Instance, cell: &str, tick: Duration, queue: &QueueReceiver) -> Outcome {
-    let mut next_tick = Instant::now() + tick;
-    loop {
-        let result = match next_work(queue, tick, next_tick) {
-            Work::Shutdown => {
-                match instance.shutdown() {
-                    Ok(0) => {}
-                    Ok(code) => tracing::warn!(cell, "pulp_shutdown returned {code}"),
-                    Err(failure) => tracing::error!(cell, "pulp_shutdown failed: {failure}"),
-                }
-                tracing::info!(cell, steps = instance.calls(), "cell shut down");
-                return Outcome::Shutdown;
-            }
-            Work::Event(delivery) => {
-                let result = instance.step(Some((&delivery.kind, &delivery.payload)));
-                if let Some((entry, id)) = &delivery.source
-                    && let Err(e) = entry.handle.finalize(*id)
-                {
-                    tracing::error!(
-                        cell,
-                        capability = entry.name(),
-                        "finalize({id}) failed: {e}"
-                    );
-                }
-                result
-            }
-            Work::Call(call) => serve(instance, cell, call),
-            Work::Tick => {
-                let now = Instant::now();
-                next_tick = (next_tick + tick).max(now);
-                instance.step(None)
-            }
-        };
-        match result {
-            Ok(0) => {}
-            Ok(code) => tracing::warn!(cell, "pulp_step returned {code}"),
-            Err(failure) => return Outcome::Failed(failure),
-        }
-    }
 }

@@ -350,8 +350,12 @@ impl Drop for Pool {
         };
         self.shared.work.notify_all();
         self.shared.scheduler.notify_one();
+        // The last cell to finish may drop the pool from its worker.
+        let me = std::thread::current().id();
         for thread in threads.into_iter().chain(self.scheduler.take()) {
-            let _ = thread.join();
+            if thread.thread().id() != me {
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -441,5 +445,20 @@ mod tests {
         rx.recv_timeout(Duration::from_secs(10)).unwrap();
         bad.wake();
         assert_eq!(pool.workers(), 1);
+    }
+
+    #[test]
+    fn a_task_may_drop_the_last_reference_to_its_pool() {
+        let pool = Arc::new(Pool::new(1, 1).unwrap());
+        let (tx, rx) = mpsc::channel();
+        let mut held = Some(Arc::clone(&pool));
+        let task = pool.task("last".into(), move || {
+            drop(held.take());
+            tx.send(()).unwrap();
+            Turn::Done
+        });
+        drop(pool);
+        task.wake();
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
     }
 }

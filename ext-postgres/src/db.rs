@@ -347,7 +347,15 @@ impl CellDb {
             }
         };
         let was_pinned = slot.is_some();
-        let run = run(&conn, text, &prepared.first, params, shape, limit);
+        let run = run(
+            &conn,
+            text,
+            &prepared.first,
+            params,
+            shape,
+            limit,
+            self.timeout,
+        );
         let (result, check) = match tokio::time::timeout_at(deadline, run).await {
             Ok(result) => {
                 let check = prepared.transaction_control || (was_pinned && result.is_err());
@@ -448,7 +456,7 @@ async fn in_transaction(conn: &Client) -> Option<bool> {
 }
 
 /// Maps a Postgres error to the cell's code, with the line saying why.
-fn failure(conn: &Object, e: tokio_postgres::Error) -> Failure {
+fn failure(conn: &Object, e: tokio_postgres::Error, timeout: Duration) -> Failure {
     let Some(db) = e.as_db_error() else {
         return Failure {
             code: Code::FAILED,
@@ -459,7 +467,10 @@ fn failure(conn: &Object, e: tokio_postgres::Error) -> Failure {
     let (code, message) = match *db.code() {
         SqlState::QUERY_CANCELED => (
             Code::FAILED,
-            format!("statement interrupted (call_timeout_ms, or host shutdown): {message}"),
+            format!(
+                "statement interrupted: it ran past call_timeout_ms = {}: {message}",
+                timeout.as_millis()
+            ),
         ),
         SqlState::INSUFFICIENT_PRIVILEGE => (
             Code::REFUSED,
@@ -487,8 +498,9 @@ async fn run(
     params: &[Param<'_>],
     shape: Shape,
     limit: u64,
+    timeout: Duration,
 ) -> Result<Vec<u8>, Failure> {
-    let fail = |e| failure(conn, e);
+    let fail = |e| failure(conn, e, timeout);
     match shape {
         Shape::Nothing | Shape::Changes => {
             let changes = if params.is_empty() {

@@ -7,6 +7,7 @@
 //! bounded in count and time. Without PostgreSQL or HAProxy the test prints
 //! `SKIPPED` and passes.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -16,9 +17,12 @@ use pulp_e2e::http_client;
 use pulp_e2e::postgres::{POSTGRES, PgServer};
 use pulp_e2e::s3::S3Server;
 
-/// Writers through the balancer while a host dies, and each one's bounds.
+/// Writers through the balancer while a host dies, and each one's bounds:
+/// at least `WRITES_EACH`, and on until the balancer has marked the host
+/// down, but never more than `MAX_WRITES_EACH`.
 const WRITERS: usize = 3;
 const WRITES_EACH: usize = 150;
+const MAX_WRITES_EACH: usize = 5000;
 const LOAD_LIMIT: Duration = Duration::from_secs(60);
 
 fn get(url: &str) -> (u16, String) {
@@ -88,20 +92,28 @@ fn three_hosts_behind_haproxy_share_state_and_survive_a_sigkill() {
     // Load through the balancer; one host dies a third of the way in.
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let failed = Arc::new(Mutex::new(Vec::new()));
+    let down = Arc::new(AtomicBool::new(false));
+    let after_down = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
             let (front, acknowledged, failed) =
                 (front.clone(), acknowledged.clone(), failed.clone());
+            let (down, after_down) = (down.clone(), after_down.clone());
             thread::spawn(move || {
                 let client = http_client();
-                for i in 0..WRITES_EACH {
-                    if started.elapsed() > LOAD_LIMIT {
+                for i in 0..MAX_WRITES_EACH {
+                    let enough = i >= WRITES_EACH && down.load(Ordering::Relaxed);
+                    if enough || started.elapsed() > LOAD_LIMIT {
                         break;
                     }
+                    let was_down = down.load(Ordering::Relaxed);
                     let key = format!("load-{w}-{i}");
                     let status = put(&client, &format!("{front}/notes/{key}"), &key);
                     if status == 201 {
+                        if was_down {
+                            after_down.fetch_add(1, Ordering::Relaxed);
+                        }
                         acknowledged.lock().unwrap().push(key);
                     } else {
                         failed.lock().unwrap().push((key, status));
@@ -117,13 +129,15 @@ fn three_hosts_behind_haproxy_share_state_and_survive_a_sigkill() {
     }
     hosts[1].kill();
     balancer.wait_status("h2", "DOWN");
+    down.store(true, Ordering::Relaxed);
     for writer in writers {
         writer.join().unwrap();
     }
     let acknowledged = acknowledged.lock().unwrap().clone();
     let failed = failed.lock().unwrap().clone();
+    let after_down = after_down.load(Ordering::Relaxed);
     eprintln!(
-        "{} writes acknowledged, {} not ({:?}) in {:?}",
+        "{} writes acknowledged ({after_down} once h2 was marked down), {} not ({:?}) in {:?}",
         acknowledged.len(),
         failed.len(),
         &failed[..failed.len().min(5)],
@@ -137,6 +151,10 @@ fn three_hosts_behind_haproxy_share_state_and_survive_a_sigkill() {
         failed.len()
     );
     assert!(acknowledged.len() >= WRITERS * WRITES_EACH - WRITERS);
+    assert!(
+        after_down > 0,
+        "no write went through after h2 was marked down"
+    );
 
     // The host comes back on its ports and the balancer sends it work again.
     hosts[1].restart();

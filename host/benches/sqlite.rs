@@ -116,7 +116,7 @@ fn sqlite(c: &mut Criterion) {
             allowed_outbound_hosts: Vec::new(),
             host: HostHandle::new(&QUIET),
         };
-        states.push(entry.handle.setup(&env).unwrap());
+        states.push(Arc::new(entry.handle.setup(&env).unwrap()));
     }
     spec.states = Arc::new(states);
     let mut cell = Instance::start(&runtime, &spec).unwrap();

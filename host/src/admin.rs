@@ -7,14 +7,17 @@
 //!   are not ready.
 //! - `/metrics`: what the host counts (see [`crate::metrics`]), in the
 //!   OpenMetrics text format Prometheus scrapes.
+//! - `POST /reload`: a reload, as SIGHUP asks for one; 200 with what changed,
+//!   or 409 with why it was refused (nothing changed then).
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
 use axum::http::{StatusCode, header};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::runtime::{Phase, Readiness};
 
@@ -31,8 +34,18 @@ struct CellPhase {
     phase: Phase,
 }
 
-pub fn router(readiness: Arc<Readiness>) -> Router {
+/// A reload asked over HTTP, answered with its outcome.
+pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
+
+pub fn router(readiness: Arc<Readiness>, reloads: mpsc::Sender<ReloadRequest>) -> Router {
     Router::new()
+        .route(
+            "/reload",
+            post(move || {
+                let reloads = reloads.clone();
+                async move { reload(&reloads).await }
+            }),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/metrics",
@@ -53,6 +66,27 @@ pub fn router(readiness: Arc<Readiness>) -> Router {
                 async move { ready(&readiness) }
             }),
         )
+}
+
+async fn reload(reloads: &mpsc::Sender<ReloadRequest>) -> (StatusCode, String) {
+    let (reply, outcome) = oneshot::channel();
+    if reloads.send(reply).await.is_err() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the host is shutting down\n".into(),
+        );
+    }
+    match outcome.await {
+        Ok(Ok(summary)) => (StatusCode::OK, format!("reloaded: {summary}\n")),
+        Ok(Err(why)) => (
+            StatusCode::CONFLICT,
+            format!("reload refused, nothing changed: {why}\n"),
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the host is shutting down\n".into(),
+        ),
+    }
 }
 
 fn ready(readiness: &Readiness) -> (StatusCode, Json<Ready>) {

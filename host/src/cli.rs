@@ -35,6 +35,15 @@ pub enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Ask a running host to reload its manifests and extensions, through its
+    /// admin listener, and print the outcome.
+    Reload {
+        /// The running host's --admin-addr.
+        #[arg(long)]
+        admin_addr: SocketAddr,
+        #[command(flatten)]
+        log: LogArgs,
+    },
     /// Extension commands.
     Ext {
         #[command(subcommand)]

@@ -93,6 +93,8 @@ fn yes() -> bool {
 pub struct Extension {
     pub name: String,
     pub path: PathBuf,
+    /// The SHA-256 of the library file as loaded, lower-case hex.
+    pub digest: String,
     /// The entry's `[extension.config]`, as MessagePack.
     pub config: Vec<u8>,
     pub capabilities: Vec<(CapabilityHandle, &'static HostLink)>,
@@ -112,9 +114,50 @@ pub fn config_path(ext_dir: Option<&Path>, ext_config: Option<&Path>) -> Option<
     }
 }
 
+/// A library already loaded, as a reload compares it with the file's entry.
+pub struct Loaded<'a> {
+    pub name: &'a str,
+    pub path: &'a Path,
+    pub digest: &'a str,
+    pub config: &'a [u8],
+}
+
+/// An entry of the extensions file on reload.
+pub enum Listed {
+    /// Its library, file and config are the ones loaded: the loaded one stays.
+    Kept(String),
+    /// New or changed: loaded now, beside any earlier copy.
+    Fresh(Extension),
+}
+
 /// Loads every enabled library listed in `file`. Relative library paths resolve
 /// against `ext_dir`, else the directory holding `file`.
 pub fn load(file: &Path, ext_dir: Option<&Path>) -> Result<Vec<Extension>, ExtensionError> {
+    Ok(list(file, ext_dir, None)?
+        .into_iter()
+        .filter_map(|listed| match listed {
+            Listed::Fresh(ext) => Some(ext),
+            Listed::Kept(_) => None,
+        })
+        .collect())
+}
+
+/// Reads `file` again: entries identical to one of `loaded` are kept, the
+/// others loaded from private copies (the loader would hand back the library
+/// it already has for a path).
+pub fn reload(
+    file: &Path,
+    ext_dir: Option<&Path>,
+    loaded: &[Loaded],
+) -> Result<Vec<Listed>, ExtensionError> {
+    list(file, ext_dir, Some(loaded))
+}
+
+fn list(
+    file: &Path,
+    ext_dir: Option<&Path>,
+    reloading: Option<&[Loaded]>,
+) -> Result<Vec<Listed>, ExtensionError> {
     let text = std::fs::read_to_string(file).map_err(|e| {
         ExtensionError(format!(
             "extensions file {}: cannot read it: {e}; create it or point --ext-dir/--ext-config elsewhere",
@@ -132,18 +175,20 @@ pub fn load(file: &Path, ext_dir: Option<&Path>) -> Result<Vec<Extension>, Exten
         .map(Path::to_path_buf)
         .unwrap_or_else(|| file.parent().unwrap_or(Path::new(".")).to_path_buf());
 
-    let mut loaded = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    let mut listed = Vec::new();
     for entry in parsed.extension.into_iter().filter(|e| e.enabled) {
-        if loaded.iter().any(|e: &Extension| e.name == entry.name) {
+        if names.contains(&entry.name) {
             return Err(ExtensionError(format!(
                 "extensions file {}: two entries are named {:?}; give each a unique name",
                 file.display(),
                 entry.name
             )));
         }
-        loaded.push(load_one(&entry, &base, file)?);
+        names.push(entry.name.clone());
+        listed.push(load_one(&entry, &base, file, reloading)?);
     }
-    Ok(loaded)
+    Ok(listed)
 }
 
 /// A library's verified bytes in a file only this process's user can reach
@@ -185,7 +230,12 @@ fn candidates(library: &str, base: &Path) -> Vec<PathBuf> {
     }
 }
 
-fn load_one(entry: &Entry, base: &Path, file: &Path) -> Result<Extension, ExtensionError> {
+fn load_one(
+    entry: &Entry,
+    base: &Path,
+    file: &Path,
+    reloading: Option<&[Loaded]>,
+) -> Result<Listed, ExtensionError> {
     let name = &entry.name;
     let candidates = candidates(&entry.library, base);
     // Any file that exists: what it is, the loader (or the pin) decides.
@@ -199,29 +249,38 @@ fn load_one(entry: &Entry, base: &Path, file: &Path) -> Result<Extension, Extens
         )));
     };
     let shown = path.display();
+    let bytes = std::fs::read(&path)
+        .map_err(|e| ExtensionError(format!("extension {name:?}: cannot read {shown}: {e}")))?;
+    let digest = hex::encode(Sha256::digest(&bytes));
+    if let Some(pin) = &entry.sha256
+        && !digest.eq_ignore_ascii_case(pin.trim())
+    {
+        return Err(ExtensionError(format!(
+            "extension {name:?}: {shown} has sha256 {digest}, but {} pins {}; replace the file with the pinned build or update `sha256`",
+            file.display(),
+            pin.trim()
+        )));
+    }
+    let config = crate::msgpack::encode_table(&entry.config);
+    let kept = reloading
+        .unwrap_or_default()
+        .iter()
+        .any(|l| l.name == name && l.path == path && l.digest == digest && l.config == config);
+    if kept {
+        return Ok(Listed::Kept(name.clone()));
+    }
 
     // With a pin, what is loaded is a private copy of the very bytes that were
-    // hashed: the file at `path` could be swapped between the two.
-    let verified = match &entry.sha256 {
-        Some(pin) => {
-            let bytes = std::fs::read(&path).map_err(|e| {
-                ExtensionError(format!("extension {name:?}: cannot read {shown}: {e}"))
-            })?;
-            let actual = hex::encode(Sha256::digest(&bytes));
-            if !actual.eq_ignore_ascii_case(pin.trim()) {
-                return Err(ExtensionError(format!(
-                    "extension {name:?}: {shown} has sha256 {actual}, but {} pins {}; replace the file with the pinned build or update `sha256`",
-                    file.display(),
-                    pin.trim()
-                )));
-            }
-            Some(PrivateCopy::new(&path, &bytes).map_err(|e| {
-                ExtensionError(format!(
-                    "extension {name:?}: cannot copy {shown} to a private file to load it: {e}; check that the temp directory is writable"
-                ))
-            })?)
-        }
-        None => None,
+    // hashed: the file at `path` could be swapped between the two. On reload,
+    // a private copy is a path the loader has not seen.
+    let verified = if entry.sha256.is_some() || reloading.is_some() {
+        Some(PrivateCopy::new(&path, &bytes).map_err(|e| {
+            ExtensionError(format!(
+                "extension {name:?}: cannot copy {shown} to a private file to load it: {e}; check that the temp directory is writable"
+            ))
+        })?)
+    } else {
+        None
     };
     let load_from = verified.as_ref().map_or(path.as_path(), |copy| copy.path());
 
@@ -257,10 +316,11 @@ fn load_one(entry: &Entry, base: &Path, file: &Path) -> Result<Extension, Extens
         })
         .set(began.elapsed().as_secs_f64());
     tracing::info!(extension = name.as_str(), path = %shown, "loaded extension");
-    Ok(Extension {
+    Ok(Listed::Fresh(Extension {
         name: name.clone(),
         path,
-        config: crate::msgpack::encode_table(&entry.config),
+        digest,
+        config,
         capabilities,
-    })
+    }))
 }

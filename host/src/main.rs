@@ -27,6 +27,10 @@ fn main() -> ExitCode {
         Some(Command::Check(args)) => check(args),
         Some(Command::Compile(args)) => compile(args),
         Some(Command::Audit { strict, run }) => audit(run, strict),
+        Some(Command::Reload { admin_addr, log }) => {
+            init_logging(&log);
+            ask_reload(admin_addr)
+        }
         Some(Command::Ext {
             command: ExtCommand::List(args),
         }) => ext_list(args),
@@ -104,7 +108,8 @@ fn run(args: RunArgs) -> Result<(), String> {
     init_logging(&args.ext.log);
     let manifests = manifests(&args)?;
     let io = async_runtime()?;
-    let signals = Signals::install(&io)?;
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+    let mut signals = Signals::install(&io, reload_rx)?;
     let limits = listener_limits(&args)?;
     let runtime = Arc::new(
         Runtime::with_options(args.runtime_options())
@@ -126,7 +131,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         .any(|m| m.capabilities.iter().any(|c| registry.listens(c)));
     let transport = services.transport;
 
-    let host = Host::start(runtime, registry, manifests, &args.storage_root)?;
+    let mut host = Host::start(runtime, registry, manifests, &args.storage_root)?;
     let conflicts = transport.conflicts();
     if !conflicts.is_empty() {
         host.shutdown();
@@ -172,7 +177,7 @@ fn run(args: RunArgs) -> Result<(), String> {
     if let Some(addr) = args.admin_addr {
         let bound = io.block_on(async {
             transport::serve(
-                admin::router(host.readiness()),
+                admin::router(host.readiness(), reload_tx),
                 addr,
                 None,
                 &limits,
@@ -193,7 +198,24 @@ fn run(args: RunArgs) -> Result<(), String> {
     }
     tracing::info!("ready");
 
-    let signal = io.block_on(signals.wait());
+    let signal = loop {
+        match io.block_on(signals.next()) {
+            Event::Stop(signal) => break signal,
+            Event::Reload(asked_by, reply) => {
+                tracing::info!("{asked_by}: reloading manifests and extensions");
+                let outcome = reload(&args, &mut host);
+                match &outcome {
+                    Ok(summary) => tracing::info!("reload done: {summary}"),
+                    Err(e) => tracing::error!(
+                        "reload refused, nothing changed, the host keeps serving: {e}"
+                    ),
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(outcome);
+                }
+            }
+        }
+    };
     tracing::info!("{signal}: shutting down");
     admin_stop.graceful_shutdown(Some(std::time::Duration::from_secs(1)));
     stop.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
@@ -237,36 +259,97 @@ fn listener_limits(args: &RunArgs) -> Result<transport::ListenerLimits, String> 
 
 /// SIGTERM and SIGINT, caught from the moment this returns: a signal that comes
 /// while cells are still starting waits for them, then shuts down in order.
+/// SIGHUP, and `POST /reload` on the admin listener, ask for a reload.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    reloads: tokio::sync::mpsc::Receiver<admin::ReloadRequest>,
+}
+
+enum Event {
+    Stop(&'static str),
+    /// What asked, and where the outcome goes when someone waits for it.
+    Reload(&'static str, Option<admin::ReloadRequest>),
 }
 
 impl Signals {
-    fn install(io: &tokio::runtime::Runtime) -> Result<Signals, String> {
+    fn install(
+        io: &tokio::runtime::Runtime,
+        reloads: tokio::sync::mpsc::Receiver<admin::ReloadRequest>,
+    ) -> Result<Signals, String> {
         use tokio::signal::unix::{SignalKind, signal};
         let _context = io.enter();
         Ok(Signals {
             term: signal(SignalKind::terminate()).map_err(|e| e.to_string())?,
             int: signal(SignalKind::interrupt()).map_err(|e| e.to_string())?,
             hup: signal(SignalKind::hangup()).map_err(|e| e.to_string())?,
+            reloads,
         })
     }
 
-    /// The signal that asks for shutdown; SIGHUP, which operators send to
-    /// reload, is logged and otherwise ignored rather than ending the host.
-    async fn wait(mut self) -> &'static str {
-        loop {
-            tokio::select! {
-                _ = self.term.recv() => return "SIGTERM",
-                _ = self.int.recv() => return "SIGINT",
-                _ = self.hup.recv() => tracing::warn!(
-                    "SIGHUP: live reload is not available yet; the host keeps running as it is (restart it to pick up changed manifests or libraries)"
-                ),
-            }
+    async fn next(&mut self) -> Event {
+        tokio::select! {
+            _ = self.term.recv() => Event::Stop("SIGTERM"),
+            _ = self.int.recv() => Event::Stop("SIGINT"),
+            _ = self.hup.recv() => Event::Reload("SIGHUP", None),
+            Some(request) = self.reloads.recv() => Event::Reload("POST /reload", Some(request)),
         }
     }
+}
+
+/// `pulp reload`: POST /reload to a running host's admin listener.
+fn ask_reload(addr: std::net::SocketAddr) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let unreachable = |e: std::io::Error| {
+        format!(
+            "cannot reach the admin listener at {addr}: {e}; is the host running with --admin-addr {addr}?"
+        )
+    };
+    let mut stream = std::net::TcpStream::connect(addr).map_err(unreachable)?;
+    write!(
+        stream,
+        "POST /reload HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(unreachable)?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).map_err(unreachable)?;
+    let status = answer.split(' ').nth(1).unwrap_or_default();
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, body)| body)
+        .trim();
+    if status == "200" {
+        println!("{body}");
+        Ok(())
+    } else {
+        Err(body.to_owned())
+    }
+}
+
+/// Reads the manifests and the extensions file again and applies them.
+fn reload(args: &RunArgs, host: &mut Host) -> Result<String, String> {
+    let manifests = manifests(args)?;
+    let registry = match extensions::config_path(
+        args.ext.ext_dir.as_deref(),
+        args.ext.ext_config.as_deref(),
+    ) {
+        Some(file) => {
+            let listed = extensions::reload(
+                &file,
+                args.ext.ext_dir.as_deref(),
+                &host.registry().loaded(),
+            )
+            .map_err(|e| e.to_string())?;
+            host.registry().reloaded(listed)
+        }
+        None => host.registry().reloaded(Vec::new()),
+    }
+    .map_err(|e| e.to_string())?;
+    let reloaded = host
+        .reload(manifests, registry)
+        .map_err(|e| e.to_string())?;
+    Ok(reloaded.to_string())
 }
 
 /// Loads `args`' manifests, extensions and modules as a run would, without

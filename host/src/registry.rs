@@ -9,7 +9,7 @@ use std::sync::Arc;
 use pulp_ext_api::{CapabilityHandle, ValType};
 
 use crate::error::HostError;
-use crate::extensions::{Extension, HostLink};
+use crate::extensions::{Extension, HostLink, Listed, Loaded};
 use crate::manifest::Manifest;
 
 /// A host import with more parameters than this is refused at registration, so the
@@ -18,14 +18,21 @@ pub const MAX_IMPORT_PARAMS: usize = 16;
 
 pub enum Origin {
     Builtin,
-    Library { extension: String, path: PathBuf },
+    Library {
+        extension: String,
+        path: PathBuf,
+        /// The library file's SHA-256 as loaded.
+        digest: String,
+    },
 }
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Origin::Builtin => f.write_str("built-in"),
-            Origin::Library { extension, path } => {
+            Origin::Library {
+                extension, path, ..
+            } => {
                 write!(f, "extension {extension:?} ({})", path.display())
             }
         }
@@ -56,6 +63,14 @@ impl Entry {
         self.handle.name()
     }
 
+    /// The extension it came from; `None` for a built-in.
+    pub fn extension(&self) -> Option<&str> {
+        match &self.origin {
+            Origin::Builtin => None,
+            Origin::Library { extension, .. } => Some(extension),
+        }
+    }
+
     pub fn provider(&self) -> &str {
         self.handle.provider()
     }
@@ -63,6 +78,23 @@ impl Entry {
 
 pub struct Registry {
     entries: Vec<Arc<Entry>>,
+}
+
+fn library_entries(ext: Extension) -> impl Iterator<Item = Arc<Entry>> {
+    let config = Arc::new(ext.config);
+    ext.capabilities.into_iter().map(move |(handle, link)| {
+        Arc::new(Entry {
+            handle,
+            properties: Properties::default(),
+            origin: Origin::Library {
+                extension: ext.name.clone(),
+                path: ext.path.clone(),
+                digest: ext.digest.clone(),
+            },
+            ext_config: Arc::clone(&config),
+            link,
+        })
+    })
 }
 
 /// The capabilities one cell links against.
@@ -105,21 +137,57 @@ impl Registry {
             })
             .collect();
         for ext in extensions {
-            let config = Arc::new(ext.config);
-            for (handle, link) in ext.capabilities {
-                entries.push(Arc::new(Entry {
-                    handle,
-                    properties: Properties::default(),
-                    origin: Origin::Library {
-                        extension: ext.name.clone(),
-                        path: ext.path.clone(),
-                    },
-                    ext_config: Arc::clone(&config),
-                    link,
-                }));
+            entries.extend(library_entries(ext));
+        }
+        Registry::checked(entries)
+    }
+
+    /// The registry after the extensions file was read again: built-ins and
+    /// kept libraries as they are, fresh libraries beside them.
+    pub fn reloaded(&self, listed: Vec<Listed>) -> Result<Registry, HostError> {
+        let mut entries: Vec<Arc<Entry>> = self
+            .entries
+            .iter()
+            .filter(|e| matches!(e.origin, Origin::Builtin))
+            .cloned()
+            .collect();
+        for item in listed {
+            match item {
+                Listed::Kept(name) => entries.extend(
+                    self.entries
+                        .iter()
+                        .filter(|e| e.extension() == Some(name.as_str()))
+                        .cloned(),
+                ),
+                Listed::Fresh(ext) => entries.extend(library_entries(ext)),
             }
         }
+        Registry::checked(entries)
+    }
 
+    /// Every library loaded, once each.
+    pub fn loaded(&self) -> Vec<Loaded<'_>> {
+        let mut loaded: Vec<Loaded> = Vec::new();
+        for entry in &self.entries {
+            if let Origin::Library {
+                extension,
+                path,
+                digest,
+            } = &entry.origin
+                && !loaded.iter().any(|l| l.name == extension)
+            {
+                loaded.push(Loaded {
+                    name: extension,
+                    path,
+                    digest,
+                    config: &entry.ext_config,
+                });
+            }
+        }
+        loaded
+    }
+
+    fn checked(entries: Vec<Arc<Entry>>) -> Result<Registry, HostError> {
         // Capabilities of different names must not claim the same import name.
         let mut owners: BTreeMap<&str, &Entry> = BTreeMap::new();
         for entry in &entries {

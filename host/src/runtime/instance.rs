@@ -39,7 +39,7 @@ pub struct CellSpec {
     pub capabilities: CellCapabilities,
     /// Each declared capability's state for this cell, in `capabilities.declared`
     /// order; set by the capabilities' `setup`, kept across restarts.
-    pub states: Arc<Vec<CellStateHandle>>,
+    pub states: Arc<Vec<Arc<CellStateHandle>>>,
 }
 
 /// What a capability without state for the cell is lent.
@@ -318,7 +318,7 @@ fn bind(
     entry: Arc<Entry>,
     index: usize,
     // The cell's states and this capability's slot; `None` binds a stub import.
-    state: Option<(Arc<Vec<CellStateHandle>>, usize)>,
+    state: Option<(Arc<Vec<Arc<CellStateHandle>>>, usize)>,
 ) -> wasmtime::Result<()> {
     let stub = state.is_none();
     let labels = metrics::ImportLabels {
@@ -349,7 +349,7 @@ fn bind(
             &entry.handle.imports()[index]
         };
         let state = match &state {
-            Some((states, slot)) => states.get(*slot).unwrap_or(&NO_STATE),
+            Some((states, slot)) => states.get(*slot).map_or(&NO_STATE, |s| &**s),
             None => &NO_STATE,
         };
         let code = import.call(

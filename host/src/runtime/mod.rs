@@ -8,6 +8,7 @@ pub mod modules;
 mod output;
 pub mod pool;
 mod queue;
+pub mod reload;
 pub mod stop;
 mod supervisor;
 

@@ -2,10 +2,10 @@
 //! ticks, calls, restarts), and shutdown.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pulp_ext_api::{CellStateHandle, Code, SetupEnv};
@@ -38,16 +38,31 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// waiting for a worker get theirs.
 const TURN_BUDGET: usize = 16;
 
-struct Cell {
-    name: Arc<str>,
-    queue: QueueSender,
-    /// Kept for the host's life: the queue holds it weakly.
-    _task: Arc<Task>,
+pub(super) struct Cell {
+    pub(super) name: Arc<str>,
+    pub(super) queue: QueueSender,
+    pub(super) task: Arc<Task>,
     /// Says once whether the cell already stopped for good (and had
     /// `teardown_cell`); closed unsaid if the host failed running it.
     done: Receiver<bool>,
-    declared: Vec<Arc<Entry>>,
-    states: Arc<Vec<CellStateHandle>>,
+    pub(super) declared: Vec<Arc<Entry>>,
+    pub(super) states: Arc<Vec<Arc<CellStateHandle>>>,
+    pub(super) id: u64,
+    /// What the running instance was made from.
+    pub(super) manifest: Manifest,
+    pub(super) module: Module,
+    /// A new instance for the cell's task to switch to.
+    pub(super) swap: Arc<Mutex<Option<Swap>>>,
+}
+
+/// A reload's new instance, started and initialised, with what it was made from.
+pub(super) struct Swap {
+    pub(super) spec: CellSpec,
+    pub(super) instance: Instance,
+    pub(super) policy: RestartPolicy,
+    pub(super) tick: Duration,
+    /// Told once the old instance is shut down and the new one runs.
+    pub(super) switched: Sender<()>,
 }
 
 /// Where a cell is in its life, as `/readyz` reports it.
@@ -83,6 +98,10 @@ impl Readiness {
             .collect()
     }
 
+    pub(super) fn phase(&self, index: usize) -> Phase {
+        self.phases()[index].1
+    }
+
     fn set(&self, index: usize, phase: Phase) {
         self.cells[index].1.store(phase as u8, Ordering::Relaxed);
     }
@@ -90,10 +109,13 @@ impl Readiness {
 
 /// The running host: every cell as a task on the worker pool, and the event pumps.
 pub struct Host {
-    registry: Arc<Registry>,
-    cells: Vec<Cell>,
-    pumps: Vec<Pump>,
-    readiness: Arc<Readiness>,
+    pub(super) runtime: Arc<Runtime>,
+    pub(super) registry: Arc<Registry>,
+    pub(super) cells: Vec<Cell>,
+    /// One per capability some cell declares.
+    pub(super) pumps: Vec<(Arc<Entry>, Pump)>,
+    pub(super) readiness: Arc<Readiness>,
+    pub(super) storage_root: PathBuf,
 }
 
 /// The compiled module of `manifest`'s cell, checked against its
@@ -209,32 +231,7 @@ impl Host {
             })?;
             let mut states = Vec::with_capacity(spec.capabilities.declared.len());
             for entry in &spec.capabilities.declared {
-                let env = SetupEnv {
-                    cell: manifest.name.clone(),
-                    cell_id: spec.id,
-                    storage_dir: storage_dir.clone(),
-                    cell_config: spec.config.clone(),
-                    ext_config: entry.ext_config.as_ref().clone(),
-                    max_message_bytes: manifest.max_message_bytes,
-                    call_timeout_ms: manifest.call_timeout_ms,
-                    allowed_outbound_hosts: manifest.allowed_outbound_hosts.clone(),
-                    host: pulp_ext_api::HostHandle::new(CellLink::leak(
-                        Arc::clone(entry),
-                        Route {
-                            cell: Arc::clone(&spec.name),
-                            max_message_bytes: spec.max_message_bytes,
-                            queue: queue.clone(),
-                        },
-                    )),
-                };
-                states.push(entry.handle.setup(&env).map_err(|e| {
-                    HostError::Setup(format!(
-                        "cell {}: setup of capability {} from {} failed: {e}",
-                        manifest.name,
-                        entry.name(),
-                        entry.origin
-                    ))
-                })?);
+                states.push(Arc::new(setup(entry, manifest, spec, queue, &storage_dir)?));
             }
             spec.states = Arc::new(states);
         }
@@ -257,7 +254,7 @@ impl Host {
                 })
                 .collect();
             if !routes.is_empty() {
-                pumps.push(Pump::start(Arc::clone(entry), routes));
+                pumps.push((Arc::clone(entry), Pump::start(Arc::clone(entry), routes)));
             }
         }
 
@@ -288,6 +285,8 @@ impl Host {
             let name = Arc::clone(&spec.name);
             let declared = spec.capabilities.declared.clone();
             let states = Arc::clone(&spec.states);
+            let (id, module) = (spec.id, spec.module.clone());
+            let swap = Arc::default();
             let mut life = CellLife {
                 runtime: Arc::clone(&runtime),
                 spec,
@@ -301,6 +300,7 @@ impl Host {
                 began: Instant::now(),
                 backoff: FIRST_BACKOFF,
                 done: Some(done_tx),
+                swap: Arc::clone(&swap),
             };
             let mut stage = Stage::Start;
             let task = runtime
@@ -311,10 +311,14 @@ impl Host {
             cells.push(Cell {
                 name,
                 queue: tx,
-                _task: task,
+                task,
                 done,
                 declared,
                 states,
+                id,
+                manifest: manifest.clone(),
+                module,
+                swap,
             });
         }
         // Each cell reports once; one the host failed running closes its sender instead.
@@ -322,11 +326,18 @@ impl Host {
             let _ = rx.recv();
         }
         Ok(Host {
+            runtime,
             registry,
             cells,
             pumps,
             readiness,
+            storage_root: storage_root.to_owned(),
         })
+    }
+
+    /// The capabilities cells link against now.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Every cell's phase, kept current.
@@ -375,7 +386,7 @@ impl Host {
                 stopped.push((cell.name, cell.declared, cell.states));
             }
         }
-        for pump in self.pumps {
+        for (_, pump) in self.pumps {
             pump.stop();
         }
         for (name, declared, states) in &stopped {
@@ -396,6 +407,42 @@ impl Host {
         }
         tracing::info!("shutdown complete");
     }
+}
+
+/// `entry`'s setup for the cell of `manifest`, which `spec` was made from.
+pub(super) fn setup(
+    entry: &Arc<Entry>,
+    manifest: &Manifest,
+    spec: &CellSpec,
+    queue: &QueueSender,
+    storage_dir: &Path,
+) -> Result<CellStateHandle, HostError> {
+    let env = SetupEnv {
+        cell: manifest.name.clone(),
+        cell_id: spec.id,
+        storage_dir: storage_dir.to_owned(),
+        cell_config: spec.config.clone(),
+        ext_config: entry.ext_config.as_ref().clone(),
+        max_message_bytes: manifest.max_message_bytes,
+        call_timeout_ms: manifest.call_timeout_ms,
+        allowed_outbound_hosts: manifest.allowed_outbound_hosts.clone(),
+        host: pulp_ext_api::HostHandle::new(CellLink::leak(
+            Arc::clone(entry),
+            Route {
+                cell: Arc::clone(&spec.name),
+                max_message_bytes: spec.max_message_bytes,
+                queue: queue.clone(),
+            },
+        )),
+    };
+    entry.handle.setup(&env).map_err(|e| {
+        HostError::Setup(format!(
+            "cell {}: setup of capability {} from {} failed: {e}",
+            manifest.name,
+            entry.name(),
+            entry.origin
+        ))
+    })
 }
 
 /// The order cells start in: manifest order, except that a cell comes after
@@ -485,6 +532,7 @@ struct CellLife {
     began: Instant,
     backoff: Duration,
     done: Option<Sender<bool>>,
+    swap: Arc<Mutex<Option<Swap>>>,
 }
 
 impl CellLife {
@@ -492,6 +540,10 @@ impl CellLife {
     fn turn(&mut self, stage: &mut Stage) -> Turn {
         let cell = Arc::clone(&self.spec.name);
         let cell = &*cell;
+        let swap = self.swap.lock().unwrap().take();
+        if let Some(swap) = swap {
+            self.switch(cell, swap, stage);
+        }
         for _ in 0..TURN_BUDGET {
             let result = match stage {
                 Stage::Start => {
@@ -652,6 +704,39 @@ impl CellLife {
         };
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         None
+    }
+
+    /// A reload: the old instance (if running) shuts down, the new one takes
+    /// the events queued meanwhile.
+    fn switch(&mut self, cell: &str, swap: Swap, stage: &mut Stage) {
+        if let Stage::Running { instance, .. } = stage {
+            match instance.shutdown() {
+                Ok(0) => {}
+                Ok(code) => tracing::warn!(
+                    cell,
+                    "pulp_shutdown of the replaced instance returned {code}"
+                ),
+                Err(failure) => {
+                    tracing::warn!(
+                        cell,
+                        "pulp_shutdown of the replaced instance failed: {failure}"
+                    )
+                }
+            }
+        }
+        self.spec = swap.spec;
+        self.policy = swap.policy;
+        self.tick = swap.tick;
+        self.ran = true;
+        self.began = Instant::now();
+        self.backoff = FIRST_BACKOFF;
+        self.readiness.set(self.index, Phase::Running);
+        *stage = Stage::Running {
+            instance: Box::new(swap.instance),
+            next_tick: Instant::now() + self.tick,
+        };
+        tracing::info!(cell, "cell switched to its reloaded instance");
+        let _ = swap.switched.send(());
     }
 
     fn finish(&mut self, torn_down: bool) -> Turn {

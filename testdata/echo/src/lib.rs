@@ -1,18 +1,23 @@
 //! Serves the routes the inbound HTTP tests call: echoes of a parameter and
 //! of a body, a report of what the host delivered, cookies, any status, and
-//! a response sent one step after its request.
+//! a response sent one step after its request, and which build of the module
+//! runs (the reload tests patch the build string into a second module).
 
 use pulp_guest::http::{self, Reply, RequestView};
 use pulp_guest::{export_cell, log, Cell, Config, Step};
 
-const ROUTES: [(&str, &str); 6] = [
+const ROUTES: [(&str, &str); 7] = [
     ("GET", "/echo/:msg"),
     ("POST", "/echo"),
     ("GET", "/inspect"),
     ("GET", "/cookies"),
     ("GET", "/status/:code"),
     ("GET", "/later"),
+    ("GET", "/build"),
 ];
+
+/// Patched, byte for byte, into another module by the reload tests.
+const BUILD: &[u8] = b"echo build 1";
 
 struct Echo {
     /// `/later` requests, answered at the start of the next step.
@@ -96,6 +101,10 @@ fn answer(request: &RequestView) {
                 ..ok
             })
         }
+        ("GET", "build") => send(&Reply {
+            body: BUILD,
+            ..ok
+        }),
         ("GET", "cookies") => send(&Reply {
             headers: &[("x-cell", "echo")],
             cookies: &["a=1; Path=/", "b=2; HttpOnly"],

@@ -3,7 +3,7 @@
 //! HAProxy in front health-checking each host's `/readyz`. Everything listens
 //! on 127.0.0.1 only. Used by the multi-host test and the scale-out bench.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,45 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Which build of `pulp` and the extension libraries the hosts run.
+#[derive(Clone, Debug)]
+pub struct Build {
+    pub pulp: PathBuf,
+    pub lib_dir: PathBuf,
+}
+
+impl Build {
+    /// What the tests run: the debug build [`crate::artifacts`] makes.
+    pub fn debug() -> Build {
+        let artifacts = crate::artifacts();
+        Build {
+            pulp: artifacts.pulp.clone(),
+            lib_dir: artifacts.lib_dir.clone(),
+        }
+    }
+
+    /// A release build of `pulp` and the two libraries, for benchmarks.
+    pub fn release() -> Build {
+        let artifacts = crate::artifacts();
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--release", "-p", "pulp-host", "--bin", "pulp"])
+            .args(["-p", "pulp-ext-postgres", "-p", "pulp-ext-s3"])
+            .current_dir(&artifacts.root)
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "the release build failed");
+        let lib_dir = artifacts
+            .lib_dir
+            .parent()
+            .expect("a profile directory sits in the target directory")
+            .join("release");
+        Build {
+            pulp: lib_dir.join("pulp"),
+            lib_dir,
+        }
+    }
+}
+
 /// One `pulp` host on fixed loopback ports, so it can be killed and come back
 /// where the balancer expects it.
 pub struct Host {
@@ -45,18 +84,20 @@ pub struct Host {
     pub http_port: u16,
     pub admin_port: u16,
     args: Vec<String>,
+    binary: PathBuf,
     pulp: Option<Pulp>,
     // Dropped after `pulp`: it holds the libraries and the manifest.
     _scratch: Scratch,
 }
 
 impl Host {
-    /// Starts a host running `shared-notes` with `storage.sqlite` on
-    /// `provider`, and waits until it serves.
-    pub fn start(name: &str, provider: &str, pg: &PgServer, s3: &S3Server) -> Host {
+    /// Starts a host of `build` running `shared-notes` with `storage.sqlite`
+    /// on `provider`, and waits until it serves.
+    pub fn start(name: &str, provider: &str, pg: &PgServer, s3: &S3Server, build: &Build) -> Host {
         let scratch = Scratch::new();
         install_extensions(
             &scratch,
+            &build.lib_dir,
             &pg.extension_config(),
             &s3.extension_config(
                 BUCKET,
@@ -78,6 +119,7 @@ impl Host {
             http_port,
             admin_port,
             args,
+            binary: build.pulp.clone(),
             pulp: None,
             _scratch: scratch,
         };
@@ -87,7 +129,7 @@ impl Host {
 
     /// Starts the host again (after [`Host::kill`]) and waits until it serves.
     pub fn restart(&mut self) {
-        let pulp = Pulp::start(&self.args);
+        let pulp = Pulp::start_binary(&self.binary, &self.args);
         pulp.wait_for(&["shared-notes ready"]);
         pulp.wait_for(&["admin listening on"]);
         self.pulp = Some(pulp);
@@ -120,7 +162,7 @@ pub struct Haproxy {
 
 impl Haproxy {
     /// Starts HAProxy balancing over `hosts`, checked (`haproxy -c`) first.
-    pub fn start(binary: &PathBuf, hosts: &[&Host]) -> Haproxy {
+    pub fn start(binary: &Path, hosts: &[&Host]) -> Haproxy {
         let dir = tempfile::tempdir().expect("temp dir");
         let (port, stats_port) = (free_port(), free_port());
         let servers: String = hosts

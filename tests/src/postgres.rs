@@ -262,9 +262,17 @@ impl Drop for PgServer {
 /// Installs pulp-ext-postgres (configured by `postgres_config`) and
 /// pulp-ext-s3 (by `s3_config`, which may be empty: every s3 import then
 /// answers 10) into `scratch`'s ext dir.
-pub fn install_extensions(scratch: &crate::Scratch, postgres_config: &str, s3_config: &str) {
-    scratch.install("pulp-ext-postgres", "libpulp_ext_postgres.so");
-    scratch.install("pulp-ext-s3", "libpulp_ext_s3.so");
+/// The libraries come from `lib_dir` (a cargo profile's directory).
+pub fn install_extensions(
+    scratch: &crate::Scratch,
+    lib_dir: &std::path::Path,
+    postgres_config: &str,
+    s3_config: &str,
+) {
+    std::fs::create_dir_all(scratch.ext_dir()).unwrap();
+    for file in ["libpulp_ext_postgres.so", "libpulp_ext_s3.so"] {
+        std::fs::copy(lib_dir.join(file), scratch.ext_dir().join(file)).unwrap();
+    }
     scratch.write(
         "exts/extensions.toml",
         format!(

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use pulp_e2e::cluster::{BUCKET, Haproxy, Host, haproxy_binary};
+use pulp_e2e::cluster::{BUCKET, Build, Haproxy, Host, haproxy_binary};
 use pulp_e2e::http_client;
 use pulp_e2e::postgres::{POSTGRES, PgServer};
 use pulp_e2e::s3::S3Server;
@@ -52,10 +52,11 @@ fn three_hosts_behind_haproxy_share_state_and_survive_a_sigkill() {
         return;
     };
     let s3 = S3Server::start(&[BUCKET]);
+    let build = Build::debug();
     // One after another: the first creates the tables the others find.
     let mut hosts: Vec<Host> = ["h1", "h2", "h3"]
         .iter()
-        .map(|name| Host::start(name, POSTGRES, &pg, &s3))
+        .map(|name| Host::start(name, POSTGRES, &pg, &s3, &build))
         .collect();
     let balancer = Haproxy::start(&haproxy_bin, &hosts.iter().collect::<Vec<_>>());
     let front = balancer.url();

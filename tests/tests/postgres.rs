@@ -6,7 +6,7 @@
 //! and pass.
 
 use pulp_e2e::postgres::{BUILT_IN, POSTGRES, PgServer, install_extensions, shared_notes};
-use pulp_e2e::{Pulp, Scratch, count, http_client, run, start_http};
+use pulp_e2e::{Pulp, Scratch, artifacts, count, http_client, run, start_http};
 
 /// One host running one copy of `shared-notes`, reached over HTTP.
 struct Host {
@@ -23,7 +23,7 @@ type Answer = (u16, String);
 impl Host {
     fn start(pg: &PgServer, cell: &str, provider: &str, limits: &str) -> Host {
         let scratch = Scratch::new();
-        install_extensions(&scratch, &pg.extension_config(), "");
+        install_extensions(&scratch, &artifacts().lib_dir, &pg.extension_config(), "");
         let manifest = shared_notes(&scratch, cell, provider, limits, cell);
         let (pulp, port) = start_http(&scratch, &[manifest], &[]);
         Host {
@@ -313,7 +313,7 @@ fn an_unreachable_server_stops_start_up_with_one_error_line() {
     let config = format!(
         "url = \"postgresql://postgres:pw@127.0.0.1:{port}/postgres\"\nconnect_timeout_ms = 2000\n"
     );
-    install_extensions(&scratch, &config, "");
+    install_extensions(&scratch, &artifacts().lib_dir, &config, "");
     let manifest = shared_notes(&scratch, "notes", POSTGRES, "", "");
     let (status, log) = run(&scratch.args(&[manifest]));
     assert_eq!(status.code(), Some(1), "{log}");

@@ -476,8 +476,14 @@ fn failure(conn: &Object, e: tokio_postgres::Error, timeout: Duration) -> Failur
             Code::REFUSED,
             format!("statement refused (a cell reaches its own schema only): {message}"),
         ),
+        // The cell changed a table under a prepared statement, or dropped
+        // the prepared statements (`DEALLOCATE ALL`, `DISCARD ALL`): the
+        // next call prepares afresh.
         SqlState::FEATURE_NOT_SUPPORTED if message.contains("cached plan") => {
-            // The cell changed a table under a prepared statement.
+            conn.statement_cache.clear();
+            (Code::FAILED, message)
+        }
+        SqlState::INVALID_SQL_STATEMENT_NAME => {
             conn.statement_cache.clear();
             (Code::FAILED, message)
         }

@@ -183,10 +183,17 @@ fn compatible(library: InterfaceVersion, host: InterfaceVersion) -> bool {
     library.major == host.major && library.minor <= host.minor
 }
 
+/// A library loaded by [`load_library`].
+pub struct Library {
+    /// The interface version the library was built for.
+    pub interface: InterfaceVersion,
+    pub capabilities: Vec<CapabilityHandle>,
+}
+
 /// Loads the extension library at `path` on its own — never through a per-type
 /// cache, since every library shares one root module type — and returns its
 /// capabilities. The library is never unloaded. `host` is the extension's logger.
-pub fn load_library(path: &Path, host: HostHandle) -> Result<Vec<CapabilityHandle>, LoadError> {
+pub fn load_library(path: &Path, host: HostHandle) -> Result<Library, LoadError> {
     let header = lib_header_from_path(path).map_err(|e| match e {
         LibraryError::OpenError { err, .. } => LoadError::NotLoadable(err.to_string()),
         LibraryError::GetSymbolError { .. } => LoadError::NoRootModule,
@@ -233,10 +240,14 @@ pub fn load_library(path: &Path, host: HostHandle) -> Result<Vec<CapabilityHandl
     let capabilities = (root.init())(host)
         .into_result()
         .map_err(|e| LoadError::Init(e.into()))?;
-    capabilities
+    let capabilities = capabilities
         .into_iter()
         .map(|ffi| CapabilityHandle::from_ffi(ffi).map_err(LoadError::Init))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok(Library {
+        interface: version,
+        capabilities,
+    })
 }
 
 fn first_line(text: &str) -> String {

@@ -286,7 +286,7 @@ fn load_one(
 
     let link = HostLink::leak(name);
     let began = std::time::Instant::now();
-    let capabilities = pulp_ext_api::load_library(load_from, link.handle()).map_err(|e| {
+    let library = pulp_ext_api::load_library(load_from, link.handle()).map_err(|e| {
         let what_to_do = match &e {
             LoadError::NotLoadable(_) => {
                 "check that it is a cdylib built for this platform".to_owned()
@@ -302,20 +302,24 @@ fn load_one(
         };
         ExtensionError(format!("extension {name:?}: {shown}: {e}; {what_to_do}"))
     })?;
-    let capabilities = capabilities
+    let capabilities = library
+        .capabilities
         .into_iter()
         .map(|cap| {
             let link = HostLink::leak(name);
             (cap, link)
         })
         .collect();
-    crate::metrics::get()
+    let metrics = crate::metrics::get();
+    metrics
         .extension_load_seconds
         .get_or_create(&crate::metrics::ExtensionLabel {
             extension: name.clone(),
         })
         .set(began.elapsed().as_secs_f64());
-    tracing::info!(extension = name.as_str(), path = %shown, "loaded extension");
+    let interface = library.interface.to_string();
+    metrics.extension_loaded(name, &interface);
+    tracing::info!(extension = name.as_str(), path = %shown, interface, "loaded extension");
     Ok(Listed::Fresh(Extension {
         name: name.clone(),
         path,

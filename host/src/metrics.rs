@@ -4,6 +4,7 @@
 //! the counters of their cell or import, resolved once, so recording is an
 //! atomic add; label lookups happen only on rare paths (failures, restarts).
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, OnceLock};
 
@@ -54,6 +55,12 @@ pub struct StreamLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExtensionInfoLabels {
+    pub extension: String,
+    pub interface: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ExtensionLabel {
     pub extension: String,
 }
@@ -71,6 +78,11 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
     pub streams: Family<StreamLabels, Gauge>,
     pub memory_pages: Family<CellLabel, Gauge>,
+    pub queue_events: Family<CellLabel, Gauge>,
+    pub queue_bytes: Family<CellLabel, Gauge>,
+    extensions: Family<ExtensionInfoLabels, Gauge>,
+    /// The interface of each extension's library loaded last.
+    interfaces: Mutex<HashMap<String, String>>,
     pub extension_load_seconds: Family<ExtensionLabel, Gauge<f64, AtomicU64>>,
 }
 
@@ -92,6 +104,10 @@ impl Metrics {
             http_requests: Family::default(),
             streams: Family::default(),
             memory_pages: Family::default(),
+            queue_events: Family::default(),
+            queue_bytes: Family::default(),
+            extensions: Family::default(),
+            interfaces: Mutex::default(),
             extension_load_seconds: Family::default(),
         };
         {
@@ -143,6 +159,22 @@ impl Metrics {
                 "The cell's linear memory in 64 KiB pages, after its last step",
                 metrics.memory_pages.clone(),
             );
+            pulp.register(
+                "cell_queue_events",
+                "Events waiting in the cell's queue",
+                metrics.queue_events.clone(),
+            );
+            pulp.register_with_unit(
+                "cell_queue",
+                "Bytes of the events waiting in the cell's queue",
+                Unit::Bytes,
+                metrics.queue_bytes.clone(),
+            );
+            pulp.register(
+                "extension_info",
+                "Extension libraries loaded (1), with the ext-api interface each was built for",
+                metrics.extensions.clone(),
+            );
             pulp.register_with_unit(
                 "extension_load",
                 "How long loading each extension library took",
@@ -154,6 +186,22 @@ impl Metrics {
     }
 
     /// The text `/metrics` answers.
+    /// Records that `extension`'s library, built for `interface`, is the one
+    /// loaded: a reload may bring a build for another interface.
+    pub fn extension_loaded(&self, extension: &str, interface: &str) {
+        let labels = |interface: String| ExtensionInfoLabels {
+            extension: extension.to_owned(),
+            interface,
+        };
+        let mut interfaces = self.interfaces.lock().unwrap();
+        if let Some(before) = interfaces.insert(extension.to_owned(), interface.to_owned()) {
+            self.extensions.remove(&labels(before));
+        }
+        self.extensions
+            .get_or_create(&labels(interface.to_owned()))
+            .set(1);
+    }
+
     pub fn encode(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry.lock().unwrap())
@@ -171,6 +219,15 @@ pub fn get() -> &'static Metrics {
 pub fn cell(name: &str) -> CellLabel {
     CellLabel {
         cell: name.to_owned(),
+    }
+}
+
+/// The gauges of a cell's queue, which the queue counts in.
+pub fn queue_depth(name: &str) -> crate::runtime::Depth {
+    let metrics = get();
+    crate::runtime::Depth {
+        events: metrics.queue_events.get_or_create_owned(&cell(name)),
+        bytes: metrics.queue_bytes.get_or_create_owned(&cell(name)),
     }
 }
 

@@ -1,7 +1,7 @@
 //! What an operator uses, through the real binary: the listener's bind
 //! address and the admin listener's health and readiness.
 
-use pulp_e2e::{Pulp, Scratch, cell, http_client, run};
+use pulp_e2e::{Pulp, Scratch, cell, count, http_client, run};
 
 /// The address in the line `prefix ...://ADDR` of a running host.
 fn bound(pulp: &Pulp, prefix: &str) -> String {
@@ -115,12 +115,14 @@ fn audit_flags_capabilities_declared_but_never_imported() {
 }
 
 #[test]
-fn sighup_is_logged_and_leaves_the_host_running() {
+fn sighup_with_nothing_changed_reloads_nothing_and_the_host_runs_on() {
     let scratch = Scratch::new();
     let pulp = Pulp::start(&scratch.args(&[cell("heartbeat")]));
     pulp.wait_for(&["ready"]);
     pulp.signal("HUP");
-    pulp.wait_for(&["SIGHUP: live reload is not available yet"]);
+    pulp.wait_for(&["reload done: cells switched: none; extensions loaded: none"]);
+    let steps = count(&pulp.log(), "envelope=ok");
+    pulp.wait_for_n(&["envelope=ok"], steps + 3);
     let (status, log) = pulp.stop("TERM");
     assert!(status.success(), "{log}");
     assert!(log.contains("shutdown complete"), "{log}");
@@ -129,7 +131,13 @@ fn sighup_is_logged_and_leaves_the_host_running() {
 #[test]
 fn metrics_count_steps_requests_imports_and_failures() {
     let scratch = Scratch::new();
-    let mut args = scratch.args(&[cell("echo"), cell("silent"), cell("wsecho")]);
+    scratch.install("pulp-ext-demo", "libpulp_ext_demo.so");
+    scratch.write(
+        "exts/extensions.toml",
+        "[[extension]]\nname = \"demo\"\nlibrary = \"pulp_ext_demo\"\n",
+    );
+    let cells = [cell("echo"), cell("silent"), cell("wsecho"), cell("hello")];
+    let mut args = scratch.args(&cells);
     args.extend([
         "--admin-addr".into(),
         "127.0.0.1:0".into(),
@@ -203,5 +211,13 @@ fn metrics_count_steps_requests_imports_and_failures() {
         1.0
     );
     assert!(value(r#"pulp_cell_memory_pages{cell="echo"}"#) >= 1.0);
+    // Every event taken: nothing counted twice or lost in the queue's gauges.
+    assert_eq!(value(r#"pulp_cell_queue_events{cell="echo"}"#), 0.0);
+    assert_eq!(value(r#"pulp_cell_queue_bytes{cell="echo"}"#), 0.0);
+    assert_eq!(
+        value(r#"pulp_extension_info{extension="demo",interface="1.1"}"#),
+        1.0
+    );
+    assert!(value(r#"pulp_extension_load_seconds{extension="demo"}"#) > 0.0);
     assert!(text.ends_with("# EOF\n"), "{text}");
 }

@@ -21,6 +21,7 @@ use std::time::Duration;
 use wasmtime::{Config, Engine};
 
 pub use instance::{CellSpec, Instance, link_check};
+pub use queue::Depth;
 pub use supervisor::{Host, Phase, Readiness, load_module, prepare};
 
 /// How often the engine's epoch advances while some cell is inside a wasm call;

@@ -5,7 +5,7 @@
 //! draining the events queued for its next instance.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -13,6 +13,7 @@ use std::time::Duration;
 use super::calls::CallRequest;
 use super::events::Delivery;
 use super::pool::Task;
+use prometheus_client::metrics::gauge::Gauge;
 
 /// How long a blocked sender sleeps before looking again, should the
 /// receiver's notification slip past it.
@@ -21,8 +22,8 @@ const RECHECK: Duration = Duration::from_millis(50);
 struct Shared {
     /// The task that receives, once it is made.
     reader: OnceLock<Weak<Task>>,
-    /// Bytes of the events queued now.
-    bytes: AtomicU64,
+    /// What is queued now: the metrics' gauges are the queue's own counters.
+    depth: Depth,
     max_bytes: u64,
     shutdown: AtomicBool,
     /// Senders blocked in `send`, woken when the receiver frees room.
@@ -43,16 +44,23 @@ impl Shared {
 }
 
 /// The bytes an event holds while it waits.
-fn size(delivery: &Delivery) -> u64 {
-    (delivery.kind.len() + delivery.payload.len()) as u64
+fn size(delivery: &Delivery) -> i64 {
+    (delivery.kind.len() + delivery.payload.len()) as i64
 }
 
-/// A queue holding up to `capacity` events and `max_bytes` of them.
-pub fn queue(capacity: usize, max_bytes: u64) -> (QueueSender, QueueReceiver) {
+/// Events and bytes waiting in a queue.
+#[derive(Default)]
+pub struct Depth {
+    pub events: Gauge,
+    pub bytes: Gauge,
+}
+
+/// A queue holding up to `capacity` events and `max_bytes` of them, counted in `depth`.
+pub fn queue(capacity: usize, max_bytes: u64, depth: Depth) -> (QueueSender, QueueReceiver) {
     let (tx, rx) = sync_channel(capacity);
     let shared = Arc::new(Shared {
         reader: OnceLock::new(),
-        bytes: AtomicU64::new(0),
+        depth,
         max_bytes,
         shutdown: AtomicBool::new(false),
         blocked: AtomicUsize::new(0),
@@ -89,15 +97,17 @@ impl QueueSender {
     /// Queues `delivery` unless the queue is full, in events or in bytes.
     pub fn try_send(&self, delivery: Delivery) -> Result<(), TrySendError<Delivery>> {
         let bytes = size(&delivery);
-        let before = self.shared.bytes.fetch_add(bytes, Ordering::SeqCst);
-        if before + bytes > self.shared.max_bytes {
-            self.shared.bytes.fetch_sub(bytes, Ordering::SeqCst);
+        let depth = &self.shared.depth;
+        let before = depth.bytes.inc_by(bytes) as u64;
+        if before + bytes as u64 > self.shared.max_bytes {
+            depth.bytes.dec_by(bytes);
             return Err(TrySendError::Full(delivery));
         }
         if let Err(e) = self.tx().try_send(delivery) {
-            self.shared.bytes.fetch_sub(bytes, Ordering::SeqCst);
+            depth.bytes.dec_by(bytes);
             return Err(e);
         }
+        depth.events.inc();
         self.shared.wake_reader();
         Ok(())
     }
@@ -188,9 +198,8 @@ impl QueueReceiver {
         }
         match self.rx.try_recv() {
             Ok(delivery) => {
-                self.shared
-                    .bytes
-                    .fetch_sub(size(&delivery), Ordering::SeqCst);
+                self.shared.depth.bytes.dec_by(size(&delivery));
+                self.shared.depth.events.dec();
                 if self.shared.blocked.load(Ordering::SeqCst) > 0 {
                     let _guard = self.shared.room.lock().unwrap();
                     self.shared.freed.notify_all();
@@ -234,7 +243,7 @@ mod tests {
     #[test]
     fn an_idle_task_wakes_for_each_event_then_shutdown() {
         let pool = Pool::new(1, 1).unwrap();
-        let (tx, rx) = queue(2, 1 << 20);
+        let (tx, rx) = queue(2, 1 << 20, Depth::default());
         let (got_tx, got) = mpsc::channel();
         let task = pool.task("reader".into(), move || {
             while let Some(next) = rx.try_next() {
@@ -259,7 +268,7 @@ mod tests {
 
     #[test]
     fn full_in_events_or_in_bytes_refuses_and_taking_gives_room_back() {
-        let (tx, rx) = queue(1, 1 << 20);
+        let (tx, rx) = queue(1, 1 << 20, Depth::default());
         tx.try_send(event("a", 1)).unwrap();
         assert!(matches!(
             tx.try_send(event("b", 1)),
@@ -268,14 +277,18 @@ mod tests {
         assert_eq!(kind(rx.try_next()), "a");
         assert_eq!(kind(rx.try_next()), "nothing");
 
-        let (tx, rx) = queue(100, 1000);
+        let depth = Depth::default();
+        let (events, bytes) = (depth.events.clone(), depth.bytes.clone());
+        let (tx, rx) = queue(100, 1000, depth);
         tx.try_send(event("a", 599)).unwrap();
         assert!(matches!(
             tx.try_send(event("b", 400)),
             Err(TrySendError::Full(_))
         ));
         tx.try_send(event("c", 399)).unwrap();
+        assert_eq!((events.get(), bytes.get()), (2, 1000));
         assert_eq!(kind(rx.try_next()), "a");
+        assert_eq!((events.get(), bytes.get()), (1, 400));
         tx.try_send(event("d", 599)).unwrap();
         drop(rx);
         assert!(matches!(
@@ -286,7 +299,7 @@ mod tests {
 
     #[test]
     fn every_sender_gone_reads_as_shutdown() {
-        let (tx, rx) = queue(10, 1000);
+        let (tx, rx) = queue(10, 1000, Depth::default());
         tx.try_send(event("last", 1)).unwrap();
         drop(tx);
         assert_eq!(kind(rx.try_next()), "last");
@@ -295,7 +308,7 @@ mod tests {
 
     #[test]
     fn a_blocked_sender_goes_on_when_the_reader_frees_room() {
-        let (tx, rx) = queue(100, 100);
+        let (tx, rx) = queue(100, 100, Depth::default());
         tx.try_send(event("a", 90)).unwrap();
         let sender = std::thread::spawn(move || tx.send(event("b", 90)).is_ok());
         std::thread::sleep(Duration::from_millis(30));
@@ -306,7 +319,7 @@ mod tests {
 
     #[test]
     fn shutdown_is_seen_without_taking_events_and_comes_after_them() {
-        let (tx, rx) = queue(10, 1000);
+        let (tx, rx) = queue(10, 1000, Depth::default());
         tx.try_send(event("kept", 1)).unwrap();
         assert!(!rx.shutdown_asked());
         tx.request_shutdown();

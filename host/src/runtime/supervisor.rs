@@ -217,7 +217,10 @@ impl Host {
 
         let queues: Vec<_> = manifests
             .iter()
-            .map(|m| queue(QUEUE_CAPACITY, m.max_queue_bytes))
+            .map(|m| {
+                let depth = crate::metrics::queue_depth(&m.name);
+                queue(QUEUE_CAPACITY, m.max_queue_bytes, depth)
+            })
             .collect();
         for ((spec, manifest), (queue, _)) in specs.iter_mut().zip(&manifests).zip(&queues) {
             runtime.calls.add(&spec.name, manifest, queue.clone());

@@ -59,8 +59,15 @@ impl Build {
     pub fn release() -> Build {
         let artifacts = crate::artifacts();
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--release", "-p", "pulp-host", "--bin", "pulp"])
-            .args(["-p", "pulp-ext-postgres", "-p", "pulp-ext-s3"])
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "pulp-host",
+                "-p",
+                "pulp-ext-postgres",
+            ])
+            .args(["-p", "pulp-ext-s3", "--bin", "pulp", "--lib"])
             .current_dir(&artifacts.root)
             .status()
             .expect("run cargo");

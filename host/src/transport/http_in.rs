@@ -142,6 +142,9 @@ struct RouteTable {
 struct Pending {
     target: Arc<Target>,
     reply: oneshot::Sender<Option<Response>>,
+    /// An instance has had the request: its step ran. Until then it waits in
+    /// the cell's queue, and an instance that fails does not owe it.
+    stepped: bool,
 }
 
 /// Requests waiting for a reply; each target counts its own.
@@ -228,13 +231,16 @@ impl Routes {
         });
     }
 
-    /// Fails every reply a cell still owes: 502, since it will not come.
-    fn fail_pending(&self, target: &Arc<Target>) {
+    /// Fails the replies a cell owes, all of them or only those of requests an
+    /// instance had: 502, since they will not come. A request still queued
+    /// is answered by the next instance; failing it here would tell the
+    /// client it failed while its write then happens.
+    fn fail_pending(&self, target: &Arc<Target>, only_stepped: bool) {
         let mut pending = self.pending.lock().unwrap();
         let ids: Vec<u64> = pending
             .by_id
             .iter()
-            .filter(|(_, p)| Arc::ptr_eq(&p.target, target))
+            .filter(|(_, p)| Arc::ptr_eq(&p.target, target) && (p.stepped || !only_stepped))
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
@@ -331,7 +337,13 @@ impl Capability for HttpInbound {
 
     fn cell_failed(&self, _cell: &str, state: &CellState) {
         if let Some(target) = state.get::<Arc<Target>>() {
-            self.0.http.fail_pending(target);
+            self.0.http.fail_pending(target, true);
+        }
+    }
+
+    fn finalize(&self, id: u64) {
+        if let Some(pending) = self.0.http.pending.lock().unwrap().by_id.get_mut(&id) {
+            pending.stepped = true;
         }
     }
 
@@ -340,7 +352,7 @@ impl Capability for HttpInbound {
             return;
         };
         self.0.http.remove(target);
-        self.0.http.fail_pending(target);
+        self.0.http.fail_pending(target, false);
     }
 }
 
@@ -520,6 +532,7 @@ pub async fn handle(shared: Arc<Shared>, remote: SocketAddr, request: Request) -
                 Pending {
                     target: Arc::clone(&target),
                     reply: tx,
+                    stepped: false,
                 },
             );
         }

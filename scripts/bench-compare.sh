@@ -14,10 +14,11 @@ data=$(mktemp -d)
 tree=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; git -C "$root" worktree remove --force "$tree" 2>/dev/null || true; rm -rf "$data"' EXIT
 
-# The same target directory: the dependencies compile once for both builds.
+# A target directory of its own, kept between runs: in the working tree's,
+# REV's workspace crates would replace the working tree's under the same names.
 git worktree add --detach --force "$tree" "$rev" > /dev/null
-(cd "$tree" && CARGO_TARGET_DIR=$target cargo build --release -p pulp-host --bin pulp)
-cp "$target/release/pulp" "$data/pulp-before"
+(cd "$tree" && CARGO_TARGET_DIR=$target/bench-before cargo build --release -p pulp-host --bin pulp)
+cp "$target/bench-before/release/pulp" "$data/pulp-before"
 cargo build --release -p pulp-host --bin pulp --example bare_echo
 cp "$target/release/pulp" "$data/pulp-after"
 cargo build --release --target wasm32-wasip1 --manifest-path testdata/Cargo.toml --target-dir testdata/target

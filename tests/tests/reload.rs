@@ -299,3 +299,52 @@ fn a_refused_reload_changes_nothing_and_says_why() {
     assert!(ok && out.contains("cells switched: none"), "{out}");
     drop(s.scratch);
 }
+
+#[test]
+fn a_cell_started_after_its_dependency_is_reloaded_even_when_that_one_stopped() {
+    let scratch = Scratch::new();
+    let echo_wasm = scratch.write("echo.wasm", echo_build(1));
+    // Started second (after trap-init), listed first: its readiness and its
+    // place among the running cells differ.
+    let echo = scratch.manifest_variant("echo", "echo.toml", |t| {
+        let t = t.replace(
+            &t.lines()
+                .find(|l| l.starts_with("wasm = "))
+                .unwrap()
+                .to_owned(),
+            &format!("wasm = {:?}", echo_wasm.display().to_string()),
+        );
+        t.replacen("\n", "\ndepends_on = [\"trap-init\"]\n", 1)
+    });
+    let mut args = scratch.args(&[echo, cell("trap-init")]);
+    args.extend(
+        ["--http-port", "0", "--admin-addr", "127.0.0.1:0"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let pulp = Pulp::start(&args);
+    let port: u16 = pulp
+        .wait_for(&["listening on"])
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let admin = pulp
+        .wait_for(&["admin listening on"])
+        .rsplit("http://")
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
+    pulp.wait_for(&["cell stopped (restart = never)", "cell=\"trap-init\""]);
+    replace(&echo_wasm, &echo_build(2));
+    let (ok, out, err) = ask_reload(&admin);
+    assert!(
+        ok && out.contains("cells switched: echo"),
+        "{out}{err}\n{}",
+        pulp.log()
+    );
+    assert_eq!(get(port, "/build"), (200, "echo build 2".into()));
+}

@@ -195,7 +195,7 @@ impl Host {
             if !changed {
                 continue;
             }
-            if self.readiness.phase(index) == Phase::Stopped {
+            if self.readiness.phase(cell.slot) == Phase::Stopped {
                 tracing::warn!(
                     cell = &*cell.name,
                     "cell changed but is stopped for good; a reload does not start it again, a restart of the host does"

@@ -48,6 +48,8 @@ pub(super) struct Cell {
     pub(super) declared: Vec<Arc<Entry>>,
     pub(super) states: Arc<Vec<Arc<CellStateHandle>>>,
     pub(super) id: u64,
+    /// Its place in `Readiness`, which follows manifest order, not start order.
+    pub(super) slot: usize,
     /// What the running instance was made from.
     pub(super) manifest: Manifest,
     pub(super) module: Module,
@@ -84,22 +86,19 @@ pub struct Readiness {
 
 impl Readiness {
     pub fn phases(&self) -> Vec<(&str, Phase)> {
-        self.cells
-            .iter()
-            .map(|(name, phase)| {
-                let phase = match phase.load(Ordering::Relaxed) {
-                    0 => Phase::Starting,
-                    1 => Phase::Running,
-                    2 => Phase::Restarting,
-                    _ => Phase::Stopped,
-                };
-                (&**name, phase)
-            })
+        (0..self.cells.len())
+            .map(|index| (&*self.cells[index].0, self.phase(index)))
             .collect()
     }
 
+    /// The phase of the cell at `index`, in manifest order.
     pub(super) fn phase(&self, index: usize) -> Phase {
-        self.phases()[index].1
+        match self.cells[index].1.load(Ordering::Relaxed) {
+            0 => Phase::Starting,
+            1 => Phase::Running,
+            2 => Phase::Restarting,
+            _ => Phase::Stopped,
+        }
     }
 
     fn set(&self, index: usize, phase: Phase) {
@@ -319,6 +318,7 @@ impl Host {
                 declared,
                 states,
                 id,
+                slot: i,
                 manifest: manifest.clone(),
                 module,
                 swap,

@@ -41,6 +41,10 @@ pub enum Command {
         /// The running host's --admin-addr.
         #[arg(long)]
         admin_addr: SocketAddr,
+        /// Seconds to wait for the outcome: new modules may compile, and each
+        /// cell may finish a step of up to its call_timeout_ms first.
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+        timeout_secs: u64,
         #[command(flatten)]
         log: LogArgs,
     },

@@ -27,9 +27,13 @@ fn main() -> ExitCode {
         Some(Command::Check(args)) => check(args),
         Some(Command::Compile(args)) => compile(args),
         Some(Command::Audit { strict, run }) => audit(run, strict),
-        Some(Command::Reload { admin_addr, log }) => {
+        Some(Command::Reload {
+            admin_addr,
+            timeout_secs,
+            log,
+        }) => {
             init_logging(&log);
-            ask_reload(admin_addr)
+            ask_reload(admin_addr, std::time::Duration::from_secs(timeout_secs))
         }
         Some(Command::Ext {
             command: ExtCommand::List(args),
@@ -299,14 +303,21 @@ impl Signals {
 }
 
 /// `pulp reload`: POST /reload to a running host's admin listener.
-fn ask_reload(addr: std::net::SocketAddr) -> Result<(), String> {
+fn ask_reload(addr: std::net::SocketAddr, timeout: std::time::Duration) -> Result<(), String> {
     use std::io::{Read, Write};
-    let unreachable = |e: std::io::Error| {
-        format!(
+    let unreachable = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!(
+            "no answer from {addr} within {} s; the reload may still finish: see the host's log, or raise --timeout-secs",
+            timeout.as_secs()
+        ),
+        _ => format!(
             "cannot reach the admin listener at {addr}: {e}; is the host running with --admin-addr {addr}?"
-        )
+        ),
     };
-    let mut stream = std::net::TcpStream::connect(addr).map_err(unreachable)?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(unreachable)?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(unreachable)?;
     write!(
         stream,
         "POST /reload HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"

@@ -348,3 +348,29 @@ fn a_cell_started_after_its_dependency_is_reloaded_even_when_that_one_stopped() 
     );
     assert_eq!(get(port, "/build"), (200, "echo build 2".into()));
 }
+
+#[test]
+fn pulp_reload_gives_up_on_a_listener_that_never_answers_and_names_a_dead_one() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    // Accepted by the kernel, read by no one.
+    let out = pulp_command(&["reload", "--admin-addr", &addr, "--timeout-secs", "1"])
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("no answer from {addr} within 1 s")),
+        "{err}"
+    );
+    drop(silent);
+
+    let out = pulp_command(&["reload", "--admin-addr", &addr])
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("cannot reach the admin listener"), "{err}");
+}

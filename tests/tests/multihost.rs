@@ -18,10 +18,11 @@ use pulp_e2e::postgres::{POSTGRES, PgServer};
 use pulp_e2e::s3::S3Server;
 
 /// Writers through the balancer while a host dies, and each one's bounds:
-/// at least `WRITES_EACH`, and on until the balancer has marked the host
-/// down, but never more than `MAX_WRITES_EACH`.
+/// at least `WRITES_EACH`, and on until it has sent `WRITES_AFTER_DOWN` once
+/// the balancer marked the host down, but never more than `MAX_WRITES_EACH`.
 const WRITERS: usize = 3;
 const WRITES_EACH: usize = 150;
+const WRITES_AFTER_DOWN: usize = 20;
 const MAX_WRITES_EACH: usize = 5000;
 const LOAD_LIMIT: Duration = Duration::from_secs(60);
 
@@ -103,12 +104,18 @@ fn three_hosts_behind_haproxy_share_state_and_survive_a_sigkill() {
             let (down, after_down) = (down.clone(), after_down.clone());
             thread::spawn(move || {
                 let client = http_client();
+                let mut sent_after_down = 0;
                 for i in 0..MAX_WRITES_EACH {
-                    let enough = i >= WRITES_EACH && down.load(Ordering::Relaxed);
+                    // Stopping as soon as the host was marked down let a fast
+                    // load end with no write sent after it.
+                    let enough = i >= WRITES_EACH && sent_after_down >= WRITES_AFTER_DOWN;
                     if enough || started.elapsed() > LOAD_LIMIT {
                         break;
                     }
                     let was_down = down.load(Ordering::Relaxed);
+                    if was_down {
+                        sent_after_down += 1;
+                    }
                     let key = format!("load-{w}-{i}");
                     let status = put(&client, &format!("{front}/notes/{key}"), &key);
                     if status == 201 {

@@ -1,15 +1,22 @@
 //! Never returns from its first step (or, with `spin_in = "init"`, from
-//! `pulp_init`): the host must interrupt it after `call_timeout_ms`.
+//! `pulp_init`): the host must interrupt it after `call_timeout_ms`. With
+//! `http_route` set (and `transport.http.inbound` declared) it registers that
+//! GET route, so a request is the step it spins in.
 
 use core::hint::black_box;
 
-use pulp_guest::{export_cell, log, Cell, Config, Step};
+use pulp_guest::{export_cell, http, log, Cell, Config, Step};
 
 struct LoopStep;
 
 impl Cell for LoopStep {
     fn init(config: Config) -> Result<Self, String> {
         log::info("loop-step init");
+        if let Some(route) = config.get("http_route") {
+            let route = route.as_str().unwrap_or_default();
+            http::register("GET", route)
+                .map_err(|code| format!("register GET {route} failed: {}", code.raw()))?;
+        }
         let Some(spin_in) = config.get("spin_in") else {
             return Ok(LoopStep);
         };

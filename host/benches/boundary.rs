@@ -10,12 +10,13 @@
 //!
 //! Run: `cargo bench -p pulp-host --bench boundary`
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use pulp_ext_api::{Capability, CapabilityHandle, HostImport};
-use pulp_host::manifest::Manifest;
 use pulp_host::registry::{Properties, Registry};
 use pulp_host::runtime::{Host, Instance, Runtime, prepare};
 use pulp_host::{builtin, extensions};
@@ -141,14 +142,12 @@ fn instance(
     caps: &str,
     import: Option<&str>,
 ) -> Instance {
-    std::fs::write(dir.join(format!("{name}.wat")), cell_wat(import)).unwrap();
-    let manifest = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &manifest,
-        format!("name = \"{name}\"\nversion = \"0.1.0\"\nwasm = \"{name}.wat\"\ncapabilities = [{caps}]\n"),
-    )
-    .unwrap();
-    let manifest = Manifest::load(&manifest).unwrap();
+    let manifest = support::cell(
+        dir,
+        name,
+        &cell_wat(import),
+        &format!("capabilities = [{caps}]"),
+    );
     let spec = prepare(runtime, registry, &manifest, 1).unwrap();
     Instance::start(runtime, &spec).unwrap()
 }
@@ -157,15 +156,9 @@ fn boundary(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let config = demo_extension(dir.path());
     let loaded = extensions::load(&config, None).unwrap();
-    let io = tokio::runtime::Runtime::new().unwrap();
-    let runtime = Arc::new(Runtime::new().unwrap());
-    let services = builtin::Services::new(
-        io.handle().clone(),
-        Default::default(),
-        Arc::clone(&runtime.calls),
-    )
-    .unwrap();
-    let mut builtins = builtin::all(&services);
+    let bench = support::Bench::new();
+    let runtime = &bench.runtime;
+    let mut builtins = builtin::all(&bench.services);
     builtins.push((
         CapabilityHandle::builtin(BenchNoop).unwrap(),
         Properties::default(),
@@ -173,7 +166,7 @@ fn boundary(c: &mut Criterion) {
     let registry = Arc::new(Registry::new(builtins, loaded).unwrap());
 
     let mut builtin_cell = instance(
-        &runtime,
+        runtime,
         &registry,
         dir.path(),
         "builtin",
@@ -181,37 +174,30 @@ fn boundary(c: &mut Criterion) {
         Some("bench_noop"),
     );
     let mut dylib_cell = instance(
-        &runtime,
+        runtime,
         &registry,
         dir.path(),
         "dylib",
         "\"demo.greet\"",
         Some("demo_noop"),
     );
-    let mut plain_cell = instance(&runtime, &registry, dir.path(), "plain", "", None);
+    let mut plain_cell = instance(runtime, &registry, dir.path(), "plain", "", None);
 
     // Both cells run in a host, so the directory knows them; the bench steps
     // its own instance of the caller.
-    std::fs::write(dir.path().join("caller.wat"), caller_wat()).unwrap();
-    std::fs::write(dir.path().join("callee.wat"), CALLEE_WAT).unwrap();
-    let manifests = [("caller", "consumes"), ("callee", "provides")].map(|(name, list)| {
-        let path = dir.path().join(format!("{name}.toml"));
-        std::fs::write(
-            &path,
-            format!("name = \"{name}\"\nversion = \"0.1.0\"\nwasm = \"{name}.wat\"\n{list} = [\"noop\"]\n"),
-        )
-        .unwrap();
-        Manifest::load(&path).unwrap()
-    });
-    let caller_spec = prepare(&runtime, &registry, &manifests[0], 1).unwrap();
+    let manifests = [
+        support::cell(dir.path(), "caller", &caller_wat(), "consumes = [\"noop\"]"),
+        support::cell(dir.path(), "callee", CALLEE_WAT, "provides = [\"noop\"]"),
+    ];
+    let caller_spec = prepare(runtime, &registry, &manifests[0], 1).unwrap();
     let host = Host::start(
-        Arc::clone(&runtime),
+        Arc::clone(runtime),
         Arc::clone(&registry),
         manifests.to_vec(),
         &dir.path().join("data"),
     )
     .unwrap();
-    let mut caller = Instance::start(&runtime, &caller_spec).unwrap();
+    let mut caller = Instance::start(runtime, &caller_spec).unwrap();
 
     let mut group = c.benchmark_group("import");
     group.bench_function("builtin", |b| b.iter(|| builtin_cell.step(None).unwrap()));

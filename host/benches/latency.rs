@@ -9,15 +9,16 @@
 //!
 //! Run: `cargo bench -p pulp-host --bench latency` (LATENCY_EVENTS, default 2000)
 
+mod support;
+
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pulp_ext_api::{Capability, CapabilityHandle, CellState, HostHandle, HostImport, SetupEnv};
 use pulp_host::builtin;
-use pulp_host::manifest::Manifest;
 use pulp_host::registry::{Properties, Registry};
-use pulp_host::runtime::{Host, Runtime};
+use pulp_host::runtime::Host;
 
 /// Long enough for the cell's thread to park between events.
 const IDLE: Duration = Duration::from_millis(2);
@@ -69,26 +70,16 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("cell.wat"), CELL).unwrap();
-    let manifest = dir.path().join("cell.toml");
-    std::fs::write(
-        &manifest,
-        "name = \"idle\"\nversion = \"0.1.0\"\nwasm = \"cell.wat\"\ncapabilities = [\"bench.latency\"]\n",
-    )
-    .unwrap();
-    let manifest = Manifest::load(&manifest).unwrap();
-
-    let io = tokio::runtime::Runtime::new().unwrap();
-    let runtime = Arc::new(Runtime::new().unwrap());
-    let services = builtin::Services::new(
-        io.handle().clone(),
-        Default::default(),
-        Arc::clone(&runtime.calls),
-    )
-    .unwrap();
+    let manifest = support::cell(
+        dir.path(),
+        "idle",
+        CELL,
+        "capabilities = [\"bench.latency\"]",
+    );
+    let bench = support::Bench::new();
     let handle = Arc::new(Mutex::new(None));
     let (arrived, arrivals): (Sender<Instant>, Receiver<Instant>) = channel();
-    let mut capabilities = builtin::all(&services);
+    let mut capabilities = builtin::all(&bench.services);
     capabilities.push((
         CapabilityHandle::builtin(Latency {
             handle: Arc::clone(&handle),
@@ -98,7 +89,13 @@ fn main() {
         Properties::default(),
     ));
     let registry = Arc::new(Registry::new(capabilities, Vec::new()).unwrap());
-    let host = Host::start(Arc::clone(&runtime), registry, vec![manifest], dir.path()).unwrap();
+    let host = Host::start(
+        Arc::clone(&bench.runtime),
+        registry,
+        vec![manifest],
+        dir.path(),
+    )
+    .unwrap();
     let handle = handle.lock().unwrap().expect("setup ran");
 
     let payload = [0xc0]; // nil

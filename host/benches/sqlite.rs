@@ -8,14 +8,15 @@
 //!
 //! Run: `cargo bench -p pulp-host --bench sqlite`
 
+mod support;
+
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use pulp_ext_api::{HostHandle, HostServices, Level, SetupEnv};
 use pulp_host::builtin;
-use pulp_host::manifest::Manifest;
 use pulp_host::registry::Registry;
-use pulp_host::runtime::{Instance, Runtime, prepare};
+use pulp_host::runtime::{Instance, prepare};
 
 const QUERIES_PER_STEP: u32 = 100;
 const SQL: &str = "SELECT id, body FROM items WHERE id = ?";
@@ -85,24 +86,16 @@ fn sqlite(c: &mut Criterion) {
     }
     drop(insert);
 
-    std::fs::write(dir.path().join("bench.wat"), cell_wat()).unwrap();
-    let manifest = dir.path().join("bench.toml");
-    std::fs::write(
-        &manifest,
-        "name = \"bench\"\nversion = \"0.1.0\"\nwasm = \"bench.wat\"\ncapabilities = [\"storage.sqlite\"]\n",
-    )
-    .unwrap();
-    let manifest = Manifest::load(&manifest).unwrap();
-    let io = tokio::runtime::Runtime::new().unwrap();
-    let runtime = Arc::new(Runtime::new().unwrap());
-    let services = builtin::Services::new(
-        io.handle().clone(),
-        Default::default(),
-        Arc::clone(&runtime.calls),
-    )
-    .unwrap();
-    let registry = Registry::new(builtin::all(&services), Vec::new()).unwrap();
-    let mut spec = prepare(&runtime, &registry, &manifest, 1).unwrap();
+    let manifest = support::cell(
+        dir.path(),
+        "bench",
+        &cell_wat(),
+        "capabilities = [\"storage.sqlite\"]",
+    );
+    let bench = support::Bench::new();
+    let runtime = &bench.runtime;
+    let registry = Registry::new(builtin::all(&bench.services), Vec::new()).unwrap();
+    let mut spec = prepare(runtime, &registry, &manifest, 1).unwrap();
     let mut states = Vec::new();
     for entry in &spec.capabilities.declared {
         let env = SetupEnv {
@@ -119,7 +112,7 @@ fn sqlite(c: &mut Criterion) {
         states.push(Arc::new(entry.handle.setup(&env).unwrap()));
     }
     spec.states = Arc::new(states);
-    let mut cell = Instance::start(&runtime, &spec).unwrap();
+    let mut cell = Instance::start(runtime, &spec).unwrap();
 
     let mut group = c.benchmark_group("query");
     group.bench_function("import", |b| b.iter(|| cell.step(None).unwrap()));

@@ -98,7 +98,7 @@ fn cells_spinning_on_every_worker_do_not_starve_an_http_cell() {
         .get(format!("http://127.0.0.1:{port}/echo/still-served"))
         .send()
         .unwrap();
-    assert_eq!(reply.status(), 200);
+    assert_eq!(reply.status(), 200, "{}", pulp.log());
     assert_eq!(reply.text().unwrap(), "still-served");
     assert!(
         !pulp.log().contains("cell crashed"),

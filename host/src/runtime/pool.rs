@@ -138,6 +138,9 @@ struct State {
     timers: BinaryHeap<Timer>,
     workers: usize,
     idle: usize,
+    /// Idle workers already woken for a queued task: a push counts on an
+    /// idle worker only when one is left unclaimed.
+    claimed: usize,
     /// Tasks taken from the queue so far: unchanged over `STUCK` while tasks
     /// wait means every worker is held.
     taken: u64,
@@ -161,7 +164,8 @@ impl Shared {
     fn push(&self, task: Arc<Task>) {
         let mut state = self.state.lock().unwrap();
         state.queue.push_back(task);
-        if state.idle > 0 {
+        if state.idle > state.claimed {
+            state.claimed += 1;
             self.work.notify_one();
         } else if !state.watching {
             state.watching = true;
@@ -218,6 +222,8 @@ impl Shared {
                     false
                 };
                 state.idle -= 1;
+                // Whatever woke it, it looks at the queue next: it answers a claim.
+                state.claimed = state.claimed.saturating_sub(1);
                 if timed_out {
                     break;
                 }
@@ -255,7 +261,7 @@ impl Shared {
                     state = self.state.lock().unwrap();
                 }
             }
-            let starved = !state.queue.is_empty() && state.idle == 0;
+            let starved = !state.queue.is_empty() && state.idle == state.claimed;
             starved_since = match starved_since {
                 _ if !starved => None,
                 Some((since, taken)) if taken == state.taken => {
@@ -474,5 +480,33 @@ mod tests {
         drop(pool);
         task.wake();
         rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    }
+
+    #[test]
+    fn a_task_queued_behind_one_that_holds_the_last_idle_worker_gets_another() {
+        for _ in 0..20 {
+            let pool = Pool::new(1, 2).unwrap();
+            let (release_tx, release_rx) = mpsc::channel::<()>();
+            let release_rx = Mutex::new(release_rx);
+            let holder = pool.task("holder".into(), move || {
+                let _ = release_rx.lock().unwrap().recv();
+                Turn::Done
+            });
+            let (ran_tx, ran_rx) = mpsc::channel();
+            let other = pool.task("other".into(), move || {
+                ran_tx.send(()).unwrap();
+                Turn::Done
+            });
+            while pool.shared.state.lock().unwrap().idle == 0 {
+                std::thread::yield_now();
+            }
+            // Both are queued before the one idle worker wakes for the first.
+            holder.wake();
+            other.wake();
+            ran_rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the second task waited for the held worker");
+            release_tx.send(()).unwrap();
+        }
     }
 }

@@ -276,9 +276,15 @@ impl Shared {
                 }
                 _ => Some((now, state.taken)),
             };
-            // While it watches, pushes need not wake it.
-            state.watching = starved;
-            let check = starved_since.map(|(since, _)| since + STUCK.as_nanos() as u64);
+            // While some worker runs, it looks every `STUCK` instead of being
+            // woken by pushes: under load that is fewer wakes than pushes
+            // finding every worker taken.
+            let busy = state.idle < state.workers;
+            state.watching = starved || busy;
+            let check = match starved_since {
+                Some((since, _)) => Some(since + STUCK.as_nanos() as u64),
+                None => busy.then_some(now + STUCK.as_nanos() as u64),
+            };
             let wake_at = match (state.timers.peek().map(|t| t.at), check) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),

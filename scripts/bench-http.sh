@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
-cargo build --release -p pulp-host --bin pulp --example bare_echo --example listener_echo
+cargo build --release -p pulp-host --bin pulp --example bare_echo
 cargo build --release --target wasm32-wasip1 --manifest-path testdata/Cargo.toml --target-dir testdata/target
 data=$(mktemp -d)
 trap 'kill $pulp_pid $bare_pid $listener_pid 2>/dev/null || true; rm -rf "$data"' EXIT
@@ -17,7 +17,7 @@ trap 'kill $pulp_pid $bare_pid $listener_pid 2>/dev/null || true; rm -rf "$data"
 pulp_pid=$!
 ./target/release/examples/bare_echo 18481 &
 bare_pid=$!
-./target/release/examples/listener_echo 18482 &
+./target/release/examples/bare_echo 18482 --pulp-listener &
 listener_pid=$!
 for port in 18480 18481 18482; do
   until curl -sf "http://127.0.0.1:$port/echo/ping" > /dev/null; do sleep 0.2; done

@@ -1,23 +1,31 @@
-//! The baseline for `scripts/bench-http.sh`: a bare axum handler that answers
-//! `GET /echo/:msg` with the same bytes the `echo` cell returns, on the same kind of
-//! runtime the host's listener uses (two worker threads) and with the same
-//! allocator.
+//! The baselines for `scripts/bench-http.sh`: `GET /echo/:msg` answered with
+//! the same bytes the `echo` cell returns, on the same kind of runtime the
+//! host's listener uses (two worker threads) and with the same allocator.
+//! By a bare axum server, or with `--pulp-listener` by the host's own
+//! listener (`transport::serve`: connection cap, first-byte and header
+//! timeouts) with no cell behind it, which shows what the listener costs and
+//! what the cell adds.
 //!
-//! Run: `cargo run --release -p pulp-host --example bare_echo -- PORT`
+//! Run: `cargo run --release -p pulp-host --example bare_echo -- PORT [--pulp-listener]`
+
+use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::Path;
 use axum::http::header;
 use axum::routing::get;
+use pulp_host::transport::{ListenerLimits, serve};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    let port: u16 = std::env::args()
-        .nth(1)
+    let mut args = std::env::args().skip(1);
+    let port: u16 = args
+        .next()
         .and_then(|p| p.parse().ok())
-        .expect("usage: bare_echo PORT");
+        .expect("usage: bare_echo PORT [--pulp-listener]");
+    let pulp_listener = args.next().as_deref() == Some("--pulp-listener");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -31,9 +39,16 @@ fn main() {
                     ([(header::CONTENT_TYPE, "text/plain")], msg)
                 }),
             );
-        let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
-            .await
-            .expect("bind");
-        axum::serve(listener, app).await.expect("serve");
+        let addr = SocketAddr::from(([0, 0, 0, 0], port));
+        if pulp_listener {
+            let stop = axum_server::Handle::new();
+            let server = serve(app, addr, None, &ListenerLimits::default(), stop)
+                .await
+                .expect("listen");
+            server.await.expect("serve");
+        } else {
+            let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+            axum::serve(listener, app).await.expect("serve");
+        }
     });
 }

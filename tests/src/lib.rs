@@ -372,6 +372,13 @@ pub fn start_http(scratch: &Scratch, manifests: &[PathBuf], extra: &[&str]) -> (
     (pulp, port)
 }
 
+/// The address a listener bound, from its log line starting with `prefix`
+/// (such as `"admin listening on http://"`).
+pub fn bound(pulp: &Pulp, prefix: &str) -> String {
+    let line = pulp.wait_for(&[prefix]);
+    line.rsplit("://").next().unwrap().trim().to_owned()
+}
+
 /// Lines of `log` containing `needle`.
 pub fn count(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()

@@ -1,14 +1,9 @@
 //! What an operator uses, through the real binary: the listener's bind
 //! address and the admin listener's health and readiness.
 
-use pulp_e2e::{Pulp, Scratch, cell, count, http_client, run};
+use pulp_e2e::{Pulp, Scratch, bound, cell, count, http_client, run};
 
 /// The address in the line `prefix ...://ADDR` of a running host.
-fn bound(pulp: &Pulp, prefix: &str) -> String {
-    let line = pulp.wait_for(&[prefix]);
-    line.rsplit("://").next().unwrap().trim().to_owned()
-}
-
 #[test]
 fn the_listener_binds_the_address_given() {
     let scratch = Scratch::new();

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use pulp_e2e::{Pulp, Scratch, WAIT, cell, count, http_client, library, pulp_command};
+use pulp_e2e::{
+    Pulp, Scratch, WAIT, bound, cell, count, http_client, library, pulp_command, start_http,
+};
 
 /// The echo cell's module, patched to another build: same code, another
 /// answer from `/build`.
@@ -48,46 +50,38 @@ struct Setup {
     greet_lib: PathBuf,
 }
 
-fn start() -> Setup {
-    let scratch = Scratch::new();
-    let echo_wasm = scratch.write("echo.wasm", echo_build(1));
-    let echo_manifest = scratch.manifest_variant("echo", "echo.toml", |t| {
+/// The echo cell's manifest with its module at `wasm`, followed by the
+/// top-level lines `extra`.
+fn echo_at(scratch: &Scratch, wasm: &Path, extra: &str) -> PathBuf {
+    scratch.manifest_variant("echo", "echo.toml", |t| {
         t.lines()
             .map(|l| match l.starts_with("wasm = ") {
-                true => format!("wasm = {:?}", echo_wasm.display().to_string()),
+                true => format!("wasm = {:?}\n{extra}", wasm.display().to_string()),
                 false => l.to_owned(),
             })
             .collect::<Vec<_>>()
             .join("\n")
-    });
+    })
+}
+
+/// A host serving `manifests` on an HTTP port and an admin listener, both
+/// picked by the system: the host, the port and the admin address.
+fn start_with_admin(scratch: &Scratch, manifests: &[PathBuf]) -> (Pulp, u16, String) {
+    let (pulp, port) = start_http(scratch, manifests, &["--admin-addr", "127.0.0.1:0"]);
+    let admin = bound(&pulp, "admin listening on http://");
+    (pulp, port, admin)
+}
+
+fn start() -> Setup {
+    let scratch = Scratch::new();
+    let echo_wasm = scratch.write("echo.wasm", echo_build(1));
+    let echo_manifest = echo_at(&scratch, &echo_wasm, "");
     let greet_lib = scratch.install("pulp-ext-demo", "libgreet.so");
     scratch.write(
         "exts/extensions.toml",
         "[[extension]]\nname = \"greet\"\nlibrary = \"greet\"\n",
     );
-    let mut args = scratch.args(&[echo_manifest.clone(), cell("hello")]);
-    args.extend(
-        ["--http-port", "0", "--admin-addr", "127.0.0.1:0"]
-            .iter()
-            .map(|s| s.to_string()),
-    );
-    let pulp = Pulp::start(&args);
-    let port = pulp
-        .wait_for(&["listening on"])
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let admin = pulp
-        .wait_for(&["admin listening on"])
-        .rsplit("http://")
-        .next()
-        .unwrap()
-        .trim()
-        .to_owned();
-    pulp.wait_for(&["ready"]);
+    let (pulp, port, admin) = start_with_admin(&scratch, &[echo_manifest.clone(), cell("hello")]);
     pulp.wait_for(&["hello, pulp! (cell hello)"]);
     Setup {
         scratch,
@@ -306,38 +300,8 @@ fn a_cell_started_after_its_dependency_is_reloaded_even_when_that_one_stopped() 
     let echo_wasm = scratch.write("echo.wasm", echo_build(1));
     // Started second (after trap-init), listed first: its readiness and its
     // place among the running cells differ.
-    let echo = scratch.manifest_variant("echo", "echo.toml", |t| {
-        let t = t.replace(
-            &t.lines()
-                .find(|l| l.starts_with("wasm = "))
-                .unwrap()
-                .to_owned(),
-            &format!("wasm = {:?}", echo_wasm.display().to_string()),
-        );
-        t.replacen("\n", "\ndepends_on = [\"trap-init\"]\n", 1)
-    });
-    let mut args = scratch.args(&[echo, cell("trap-init")]);
-    args.extend(
-        ["--http-port", "0", "--admin-addr", "127.0.0.1:0"]
-            .iter()
-            .map(|s| s.to_string()),
-    );
-    let pulp = Pulp::start(&args);
-    let port: u16 = pulp
-        .wait_for(&["listening on"])
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let admin = pulp
-        .wait_for(&["admin listening on"])
-        .rsplit("http://")
-        .next()
-        .unwrap()
-        .trim()
-        .to_owned();
+    let echo = echo_at(&scratch, &echo_wasm, "depends_on = [\"trap-init\"]");
+    let (pulp, port, admin) = start_with_admin(&scratch, &[echo, cell("trap-init")]);
     pulp.wait_for(&["cell stopped (restart = never)", "cell=\"trap-init\""]);
     replace(&echo_wasm, &echo_build(2));
     let (ok, out, err) = ask_reload(&admin);

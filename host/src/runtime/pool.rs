@@ -378,6 +378,17 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::sync::mpsc;
 
+    /// A task that holds its worker until the sender is used or dropped.
+    fn holder(pool: &Pool) -> (Arc<Task>, mpsc::Sender<()>) {
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release_rx = Mutex::new(release_rx);
+        let task = pool.task("holder".into(), move || {
+            let _ = release_rx.lock().unwrap().recv();
+            Turn::Done
+        });
+        (task, release_tx)
+    }
+
     #[test]
     fn a_task_never_runs_on_two_workers_at_once_and_no_wake_is_lost() {
         let pool = Pool::new(4, 4).unwrap();
@@ -431,12 +442,7 @@ mod tests {
     #[test]
     fn held_workers_get_company_and_timers_fire() {
         let pool = Pool::new(1, 8).unwrap();
-        let (release_tx, release_rx) = mpsc::channel::<()>();
-        let release_rx = Mutex::new(release_rx);
-        let blocker = pool.task("blocker".into(), move || {
-            let _ = release_rx.lock().unwrap().recv();
-            Turn::Done
-        });
+        let (blocker, release_tx) = holder(&pool);
         blocker.wake();
         // The only core worker is held; this task still runs.
         let (ran_tx, ran_rx) = mpsc::channel();
@@ -492,12 +498,7 @@ mod tests {
     fn a_task_queued_behind_one_that_holds_the_last_idle_worker_gets_another() {
         for _ in 0..20 {
             let pool = Pool::new(1, 2).unwrap();
-            let (release_tx, release_rx) = mpsc::channel::<()>();
-            let release_rx = Mutex::new(release_rx);
-            let holder = pool.task("holder".into(), move || {
-                let _ = release_rx.lock().unwrap().recv();
-                Turn::Done
-            });
+            let (held, release_tx) = holder(&pool);
             let (ran_tx, ran_rx) = mpsc::channel();
             let other = pool.task("other".into(), move || {
                 ran_tx.send(()).unwrap();
@@ -507,7 +508,7 @@ mod tests {
                 std::thread::yield_now();
             }
             // Both are queued before the one idle worker wakes for the first.
-            holder.wake();
+            held.wake();
             other.wake();
             ran_rx
                 .recv_timeout(Duration::from_secs(10))

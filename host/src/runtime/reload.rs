@@ -343,8 +343,8 @@ impl Host {
     }
 }
 
-/// Tears down the states at `fresh` of `declared`, set up for a reload that
-/// did not happen.
+/// Tears down the states at `fresh` of `declared`: those a refused reload
+/// set up, or those a switch replaced.
 fn tear_down(
     cell: &str,
     declared: &[Arc<Entry>],
